@@ -1,0 +1,3 @@
+from k8sctl.cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""typer wiring of k8sctl. No Kubernetes logic here: commands complete their
+options, call the domain, and render what it returns."""
+from __future__ import annotations
+
+import typer
+
+from k8sctl import __version__
+from k8sctl.cli import clientconfig, reconcile, sandbox
+from k8sctl.cli.common import Globals
+
+app = typer.Typer(
+    name="k8sctl",
+    help="ClientConfig and multi-cluster tooling for the K8ssandra operator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"k8sctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show details (and tracebacks) of failures."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    Globals.verbose = verbose
+
+
+app.add_typer(sandbox.app, name="sandbox")
+clientconfig.register(app)
+reconcile.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,5 @@
+"""`k8sctl reconcile`."""
+
+
+def register(app) -> None:
+    pass

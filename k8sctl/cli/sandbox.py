@@ -1,0 +1,157 @@
+"""`k8sctl sandbox ...`: local Kubernetes control planes for trying and testing k8sctl."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import typer
+
+from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
+
+app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True)
+
+DirOption = typer.Option(Path(".sandbox"), "--dir", help="Folder holding the sandbox's state, kubeconfigs and logs.")
+
+
+def _progress():
+    """A spinner on stderr; returns (callback, stop)."""
+    status = console().status("starting", spinner="dots")
+    status.start()
+    t0 = time.monotonic()
+    return (lambda msg: status.update(f"{msg} [dim]({time.monotonic() - t0:.0f}s)[/]")), status.stop
+
+
+def _binaries(allow_build: bool = True):
+    from k8sctl.sandbox import binaries
+
+    update, stop = _progress()
+    try:
+        return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None,
+                               progress=update, allow_build=allow_build)
+    finally:
+        stop()
+
+
+@app.command("binaries")
+@handle_errors
+def binaries_cmd(output: Output = OutputOption) -> None:
+    """Build (once) or locate etcd, kube-apiserver and kube-controller-manager, and print where they are."""
+    from k8sctl.sandbox import binaries
+
+    t0 = time.monotonic()
+    bins = _binaries()
+    data = {
+        "kubernetesVersion": binaries.KUBERNETES_VERSION,
+        "etcdVersion": binaries.ETCD_VERSION,
+        "binaries": bins.as_dict(),
+        "sources": bins.sources,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+
+    def text(d):
+        from rich.table import Table
+
+        t = Table("binary", "path", "from")
+        for name, path in d["binaries"].items():
+            t.add_row(name, path, d["sources"][name])
+        console(stderr=False).print(t)
+
+    render(data, output, text)
+
+
+@app.command("up")
+@handle_errors
+def up_cmd(
+    clusters: int = typer.Option(3, "--clusters", "-n", help="How many clusters to start."),
+    directory: Path = DirOption,
+    prefix: str = typer.Option("k8ssandra", "--prefix", help="Cluster names are <prefix>-<i>, contexts kind-<prefix>-<i>."),
+    k8ssandra: bool = typer.Option(False, "--k8ssandra", help="Prepare each cluster as if k8ssandra-operator were installed."),
+    timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
+    output: Output = OutputOption,
+) -> None:
+    """Start N clusters and wait until every API server is ready."""
+    from k8sctl.errors import UsageError
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    if clusters < 1:
+        raise UsageError(f"--clusters must be at least 1 (got {clusters})")
+    bins = _binaries()
+    t0 = time.monotonic()
+    update, stop = _progress()
+    try:
+        state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update, timeout=timeout)
+        if k8ssandra:
+            from k8sctl.sandbox import k8ssandra as operator_install
+
+            try:
+                operator_install.prepare_all(state, progress=update)
+            except BaseException:
+                sandbox_cluster.down(Path(state.directory))
+                raise
+    finally:
+        stop()
+    data = {
+        "directory": state.directory,
+        "kubeconfig": state.kubeconfig,
+        "k8ssandra": k8ssandra,
+        "seconds": round(time.monotonic() - t0, 1),
+        "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
+                      "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],
+    }
+    render(data, output, _clusters_table)
+
+
+def _clusters_table(d: dict) -> None:
+    from rich.table import Table
+
+    out = console(stderr=False)
+    t = Table("context", "server", "kubeconfig", *(["ready"] if "ready" in d["clusters"][0] else []))
+    for c in d["clusters"]:
+        row = [c["context"], c["server"], c["kubeconfig"]]
+        if "ready" in c:
+            row.append("[green]yes[/]" if c["ready"] else "[red]no[/]")
+        t.add_row(*row)
+    out.print(t)
+    out.print(f"all contexts: export KUBECONFIG={d['kubeconfig']}")
+    if "seconds" in d:
+        out.print(f"ready in {d['seconds']}s")
+
+
+@app.command("status")
+@handle_errors
+def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
+    """Show the sandbox's clusters and whether each API server answers. Exit 1 if any does not."""
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    state, live, ready = sandbox_cluster.status(directory.expanduser())
+    data = {
+        "directory": state.directory,
+        "kubeconfig": state.kubeconfig,
+        "processes": live,
+        "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
+                      "ready": ready[c.context]} for c in state.clusters],
+    }
+    render(data, output, _clusters_table)
+    if not all(ready.values()):
+        raise typer.Exit(1)
+
+
+@app.command("down")
+@handle_errors
+def down_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
+    """Stop every process of the sandbox and remove its state."""
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    stopped = sandbox_cluster.down(directory.expanduser())
+    render({"stopped": stopped}, output,
+           lambda d: console(stderr=False).print(f"stopped {len(d['stopped'])} process(es); removed {directory}"))
+
+
+@app.command("stop-cluster", hidden=True)
+@handle_errors
+def stop_cluster_cmd(context: str, directory: Path = DirOption) -> None:
+    """Stop one cluster's API server (to see how k8sctl handles an unreachable cluster)."""
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    console(stderr=False).print(f"stopped {', '.join(sandbox_cluster.stop_cluster(directory.expanduser(), context))}")

@@ -1,0 +1,251 @@
+"""The one place that talks to Kubernetes API servers.
+
+A `KubeClient` is one API client for one kubeconfig context. It speaks plain
+JSON over the official client's transport (auth, TLS and proxies come from the
+kubernetes package's kubeconfig loader), counts its requests, and turns every
+failure into a `ClusterError` whose message names the context and the server.
+The kubernetes package is imported here only, and lazily, so that `k8sctl
+--help` never pays for it.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from k8sctl.errors import ClusterError, UsageError
+
+FIELD_MANAGER = "k8sctl"
+DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read
+
+
+@dataclass
+class RequestStats:
+    """Requests made by every client of this process (benchmarks read it)."""
+
+    requests: int = 0
+    writes: int = 0
+    by_method: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, method: str) -> None:
+        with self._lock:
+            self.requests += 1
+            self.by_method[method] = self.by_method.get(method, 0) + 1
+            if method in ("POST", "PUT", "PATCH", "DELETE"):
+                self.writes += 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests = self.writes = 0
+            self.by_method = {}
+
+
+STATS = RequestStats()
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the API: enough to build its URL."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if self.namespaced:
+            if not namespace:
+                raise ValueError(f"{self.kind} is namespaced: a namespace is required")
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+NAMESPACE = Resource("", "v1", "namespaces", "Namespace", namespaced=False)
+SECRET = Resource("", "v1", "secrets", "Secret")
+CONFIGMAP = Resource("", "v1", "configmaps", "ConfigMap")
+SERVICEACCOUNT = Resource("", "v1", "serviceaccounts", "ServiceAccount")
+POD = Resource("", "v1", "pods", "Pod")
+ROLE = Resource("rbac.authorization.k8s.io", "v1", "roles", "Role")
+ROLEBINDING = Resource("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding")
+CLUSTERROLE = Resource("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", namespaced=False)
+CLUSTERROLEBINDING = Resource("rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", namespaced=False)
+CRD = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", namespaced=False)
+SELF_SUBJECT_REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", namespaced=False)
+SELF_SUBJECT_ACCESS_REVIEW = Resource(
+    "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False
+)
+CASSANDRA_DATACENTER = Resource("cassandra.datastax.com", "v1beta1", "cassandradatacenters", "CassandraDatacenter")
+K8SSANDRA_CLUSTER = Resource("k8ssandra.io", "v1alpha1", "k8ssandraclusters", "K8ssandraCluster")
+
+
+def clientconfig_resource(version: str) -> Resource:
+    return Resource("config.k8ssandra.io", version, "clientconfigs", "ClientConfig")
+
+
+BUILTIN = {r.kind: r for r in (NAMESPACE, SECRET, CONFIGMAP, SERVICEACCOUNT, POD, ROLE, ROLEBINDING,
+                               CLUSTERROLE, CLUSTERROLEBINDING, CRD, CASSANDRA_DATACENTER, K8SSANDRA_CLUSTER)}
+
+
+class ApiError(ClusterError):
+    """The API server answered with an error status."""
+
+    def __init__(self, message: str, status: int, reason: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class NotFound(ApiError):
+    pass
+
+
+class Unreachable(ClusterError):
+    """No HTTP answer at all: connection refused, DNS, TLS handshake, timeout."""
+
+
+def _import_client():
+    # Lazy: the kubernetes package costs ~0.4 s to import.
+    from kubernetes.client import api_client, configuration
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import kube_config
+    from kubernetes.config.config_exception import ConfigException
+
+    return api_client, configuration, kube_config, ApiException, ConfigException
+
+
+class KubeClient:
+    """An API client bound to one context of one kubeconfig."""
+
+    def __init__(self, config: dict, context: str, base_path: str = "", timeout=DEFAULT_TIMEOUT):
+        api_client, configuration, kube_config, _, config_exception = _import_client()
+        self.context = context
+        self.timeout = timeout
+        cfg = configuration.Configuration()
+        try:
+            loader = kube_config.KubeConfigLoader(config_dict=config, active_context=context,
+                                                  config_base_path=base_path or None)
+            loader.load_and_set(cfg)
+        except (config_exception, KeyError, TypeError, ValueError, OSError) as e:
+            raise UsageError(f"kubeconfig context {context!r} cannot be used: {_first_line(e)}") from e
+        cfg.retries = False  # fail fast on unreachable servers; callers decide to retry
+        self.server = cfg.host
+        self._api = api_client.ApiClient(configuration=cfg)
+        self._api.user_agent = "k8sctl"
+
+    def close(self) -> None:
+        self._api.close()
+
+    # --- raw requests -------------------------------------------------------
+
+    def request(self, method: str, path: str, body: Any = None, *, query: dict | None = None,
+                content_type: str = "application/json", timeout=None) -> Any:
+        """Send one request and return the decoded JSON answer (None for an empty body)."""
+        _, _, _, api_exception, _ = _import_client()
+        import urllib3
+
+        url = self._api.configuration.host + path
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        # Auth headers (bearer tokens, refreshed exec credentials) come from the configuration.
+        self._api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
+        headers.update(self._api.default_headers)
+        STATS.record(method)
+        try:
+            # The REST layer JSON-encodes dict bodies itself (also for apply-patch+yaml, as JSON is YAML).
+            resp = self._api.call_api(method, url, header_params=headers, body=body,
+                                      _request_timeout=timeout or self.timeout)
+            data = resp.read()
+        except api_exception as e:
+            raise Unreachable(self._unreachable_message(_first_line(e.reason or str(e)))) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise Unreachable(self._unreachable_message(_describe_urllib3(e))) from e
+        if not 200 <= resp.status <= 299:
+            raise self._api_error(method, path, resp.status, data)
+        return json.loads(data) if data else None
+
+    def _unreachable_message(self, why: str) -> str:
+        return f"cannot reach the API server of context {self.context!r} at {self.server}: {why}"
+
+    def _api_error(self, method: str, path: str, status: int, data: bytes) -> ApiError:
+        reason, message = "", ""
+        try:
+            doc = json.loads(data)
+            reason, message = doc.get("reason", ""), doc.get("message", "")
+        except (ValueError, AttributeError):
+            message = data[:200].decode(errors="replace")
+        if status == 401:
+            text = (f"the API server of context {self.context!r} ({self.server}) rejected the credentials "
+                    f"(401 Unauthorized): the token or certificate is invalid or expired")
+        else:
+            text = f"{method} {path} in context {self.context!r}: {status} {reason or ''} {message}".strip()
+        cls = NotFound if status == 404 else ApiError
+        return cls(" ".join(text.split()), status, reason)
+
+    # --- object helpers -----------------------------------------------------
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> dict:
+        return self.request("GET", resource.path(namespace, name))
+
+    def get_or_none(self, resource: Resource, name: str, namespace: str | None = None) -> dict | None:
+        try:
+            return self.get(resource, name, namespace)
+        except NotFound:
+            return None
+
+    def list(self, resource: Resource, namespace: str | None = None, label_selector: str | None = None) -> list[dict]:
+        doc = self.request("GET", resource.path(namespace), query={"labelSelector": label_selector})
+        return doc.get("items", [])
+
+    def create(self, resource: Resource, obj: dict, namespace: str | None = None, dry_run: bool = False) -> dict:
+        return self.request("POST", resource.path(namespace), obj, query={"dryRun": "All" if dry_run else None})
+
+    def apply(self, resource: Resource, obj: dict, *, force: bool = False, dry_run: bool = False,
+              field_manager: str = FIELD_MANAGER, subresource: str | None = None) -> dict:
+        """Server-side apply `obj` (created or updated in place, never deleted first)."""
+        meta = obj["metadata"]
+        path = resource.path(meta.get("namespace"), meta["name"], subresource)
+        query = {"fieldManager": field_manager, "force": "true" if force else None,
+                 "dryRun": "All" if dry_run else None}
+        return self.request("PATCH", path, obj, query=query, content_type="application/apply-patch+yaml")
+
+    def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
+        self.request("DELETE", resource.path(namespace, name))
+
+    def api_versions(self, group: str) -> list[str]:
+        """Versions of `group` this server serves ([] when the group is absent)."""
+        try:
+            doc = self.request("GET", f"/apis/{group}")
+        except NotFound:
+            return []
+        return [v["version"] for v in doc.get("versions", [])]
+
+
+def _first_line(e: Any) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0] if s else type(e).__name__
+
+
+def _describe_urllib3(e: Exception) -> str:
+    # MaxRetryError wraps the real cause; show that, not urllib3's pool repr.
+    reason = getattr(e, "reason", None) or e
+    text = _first_line(reason)
+    for hint in ("Connection refused", "timed out", "Name or service not known",
+                 "certificate verify failed", "No route to host"):
+        if hint.lower() in text.lower():
+            return hint if hint != "certificate verify failed" else f"TLS certificate verify failed ({text[-120:]})"
+    return text

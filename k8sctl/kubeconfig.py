@@ -1,0 +1,209 @@
+"""Kubeconfig files: load and merge, pick a context, build a single-context one.
+
+Pure apart from reading and writing files: no network, no kubernetes client.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from k8sctl.errors import UsageError
+
+_NAMED_LISTS = ("clusters", "users", "contexts")
+# Keys holding file paths, resolved against the kubeconfig's own folder (as kubectl does).
+_PATH_KEYS = {
+    "clusters": ("certificate-authority",),
+    "users": ("client-certificate", "client-key", "tokenFile"),
+}
+
+
+def default_paths(env: dict[str, str]) -> list[Path]:
+    """$KUBECONFIG (os.pathsep-separated, empty entries skipped), else ~/.kube/config."""
+    value = env.get("KUBECONFIG", "")
+    paths = [Path(p).expanduser() for p in value.split(os.pathsep) if p]
+    return paths or [Path(env.get("HOME", str(Path.home()))) / ".kube" / "config"]
+
+
+def read_file(path: Path) -> dict:
+    """Parse one kubeconfig file; relative file references become absolute."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UsageError(f"kubeconfig {path} does not exist: pass an existing file") from None
+    except (PermissionError, IsADirectoryError) as e:
+        raise UsageError(f"kubeconfig {path} cannot be read ({e.strerror}): check the path and its permissions") from None
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"kubeconfig {path} is not valid YAML{where}: fix or regenerate the file") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"kubeconfig {path} is not a kubeconfig (expected a mapping with clusters, users, contexts)")
+    for section in _NAMED_LISTS:
+        items = doc.get(section) or []
+        if not isinstance(items, list) or not all(isinstance(i, dict) and "name" in i for i in items):
+            raise UsageError(f"kubeconfig {path}: '{section}' must be a list of named entries")
+        inner = section[:-1]
+        for item in items:
+            body = item.get(inner) or {}
+            for key in _PATH_KEYS.get(section, ()):
+                if body.get(key) and not os.path.isabs(body[key]):
+                    body[key] = str((path.parent / body[key]).resolve())
+    return doc
+
+
+def load(paths: list[Path]) -> dict:
+    """Merge kubeconfig files like kubectl: the first file to define a name wins."""
+    existing = [p for p in paths if p.exists()] if len(paths) > 1 else paths
+    if not existing:
+        raise UsageError(f"no kubeconfig found at {os.pathsep.join(map(str, paths))}: pass --kubeconfig or set KUBECONFIG")
+    merged: dict = {"apiVersion": "v1", "kind": "Config", "clusters": [], "users": [], "contexts": []}
+    for path in existing:
+        doc = read_file(path)
+        if not merged.get("current-context") and doc.get("current-context"):
+            merged["current-context"] = doc["current-context"]
+        for section in _NAMED_LISTS:
+            seen = {i["name"] for i in merged[section]}
+            merged[section] += [i for i in doc.get(section) or [] if i["name"] not in seen]
+    return merged
+
+
+@dataclass(frozen=True)
+class ContextView:
+    """One context of a kubeconfig with its cluster and user resolved."""
+
+    name: str
+    cluster_name: str
+    cluster: dict
+    user_name: str
+    user: dict
+    namespace: str | None
+
+    @property
+    def server(self) -> str:
+        return self.cluster.get("server", "")
+
+
+def _named(doc: dict, section: str, name: str) -> dict | None:
+    for item in doc.get(section) or []:
+        if item.get("name") == name:
+            return item.get(section[:-1]) or {}
+    return None
+
+
+def context_names(doc: dict) -> list[str]:
+    return [c["name"] for c in doc.get("contexts") or []]
+
+
+def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> ContextView:
+    """Resolve `name` (default: current-context) into its cluster and user."""
+    name = name or doc.get("current-context")
+    if not name:
+        raise UsageError(f"{source} has no current-context: pass a context name (one of: {', '.join(context_names(doc)) or 'none'})")
+    ctx = _named(doc, "contexts", name)
+    if ctx is None:
+        raise UsageError(f"context {name!r} not found in {source}; known contexts: {', '.join(context_names(doc)) or 'none'}")
+    cluster_name, user_name = ctx.get("cluster", ""), ctx.get("user", "")
+    cluster = _named(doc, "clusters", cluster_name)
+    if cluster is None or not cluster.get("server"):
+        raise UsageError(f"context {name!r} in {source} refers to cluster {cluster_name!r}, which is missing or has no server")
+    user = _named(doc, "users", user_name) or {}
+    return ContextView(name, cluster_name, cluster, user_name, user, ctx.get("namespace"))
+
+
+def single_context(doc: dict, name: str) -> dict:
+    """The part of a kubeconfig that one context needs (what a client for it reads)."""
+    view = select_context(doc, name)
+    out = {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": view.cluster_name, "cluster": view.cluster}],
+        "users": [{"name": view.user_name, "user": view.user}],
+        "contexts": [{"name": name, "context": {"cluster": view.cluster_name, "user": view.user_name}}],
+        "current-context": name,
+    }
+    if view.namespace:
+        out["contexts"][0]["context"]["namespace"] = view.namespace
+    return out
+
+
+def build_kubeconfig(*, cluster_name: str, server: str, ca_pem: bytes, user_name: str, token: str,
+                     context_name: str, namespace: str | None = None) -> dict:
+    """A kubeconfig with exactly one cluster, one bearer-token user and one context."""
+    if not ca_pem.strip():
+        raise UsageError("the CA certificate is empty: refusing to write a kubeconfig without TLS verification")
+    context: dict = {"cluster": cluster_name, "user": user_name}
+    if namespace:
+        context["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
+        "clusters": [{"name": cluster_name, "cluster": {
+            "certificate-authority-data": base64.b64encode(ca_pem).decode(), "server": server}}],
+        "users": [{"name": user_name, "user": {"token": token}}],
+        "contexts": [{"name": context_name, "context": context}],
+        "current-context": context_name,
+    }
+
+
+def client_cert_kubeconfig(*, name: str, server: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> dict:
+    """A kubeconfig authenticating with a client certificate (the sandbox's admin)."""
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [{"name": name, "cluster": {"certificate-authority-data": b64(ca_pem), "server": server}}],
+        "users": [{"name": name, "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": name}}],
+        "current-context": name,
+    }
+
+
+def merge(docs: list[dict]) -> dict:
+    """Several single-context kubeconfigs as one file (first one's context current)."""
+    out: dict = {"apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [], "users": [], "contexts": []}
+    for d in docs:
+        for section in _NAMED_LISTS:
+            out[section] += d.get(section) or []
+    if docs:
+        out["current-context"] = docs[0].get("current-context")
+    return out
+
+
+def dump(doc: dict) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a credential file atomically with mode 0600 (never readable by others, never half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def ca_pem_of(cluster: dict) -> bytes | None:
+    """The CA a kubeconfig cluster entry carries (data or file), or None."""
+    if cluster.get("certificate-authority-data"):
+        try:
+            return base64.b64decode(cluster["certificate-authority-data"])
+        except ValueError:
+            raise UsageError("certificate-authority-data in the kubeconfig is not valid base64") from None
+    if cluster.get("certificate-authority"):
+        p = Path(cluster["certificate-authority"])
+        try:
+            return p.read_bytes()
+        except OSError as e:
+            raise UsageError(f"certificate-authority file {p} cannot be read ({e.strerror})") from None
+    return None
