@@ -530,8 +530,9 @@ def _clientconfig_probe(dest: kube.KubeClient, name: str, ns: str, known: str | 
         try:
             return version, dest.get(kube.clientconfig_resource(version), name, ns)
         except kube.NotFound as e:
-            # A missing object names itself; a missing resource type does not.
-            if "could not find the requested resource" not in str(e):
+            # A missing object comes with Status details naming its kind; a version or
+            # resource type that is not served does not.
+            if e.details_kind:
                 return version, None
     served = [v for v in dest.api_versions(CLIENTCONFIG_GROUP) if v in CLIENTCONFIG_VERSIONS]
     if not served:
@@ -590,7 +591,7 @@ def _apply(reg: Registration, dest: kube.KubeClient, ns: str, progress: Progress
             # force: these objects are k8sctl's (or the script's, which k8sctl takes over).
             dest.apply(resource, manifest, force=True)
         except kube.NotFound as e:
-            if "namespaces" in str(e):
+            if e.details_kind == "namespaces":
                 raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
                                  f"create it or pass --dest-namespace") from None
             raise

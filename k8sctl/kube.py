@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -19,6 +20,7 @@ from k8sctl.errors import ClusterError, UsageError
 
 FIELD_MANAGER = "k8sctl"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read
+MAX_RETRY_AFTER = 10
 
 
 @dataclass
@@ -103,10 +105,11 @@ BUILTIN = {r.kind: r for r in (NAMESPACE, SECRET, CONFIGMAP, SERVICEACCOUNT, POD
 class ApiError(ClusterError):
     """The API server answered with an error status."""
 
-    def __init__(self, message: str, status: int, reason: str = ""):
+    def __init__(self, message: str, status: int, reason: str = "", details_kind: str = ""):
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.details_kind = details_kind  # Status.details.kind: which kind of thing was not found
 
 
 class NotFound(ApiError):
@@ -164,16 +167,24 @@ class KubeClient:
         # Auth headers (bearer tokens, refreshed exec credentials) come from the configuration.
         self._api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
         headers.update(self._api.default_headers)
-        STATS.record(method)
-        try:
-            # The REST layer JSON-encodes dict bodies itself (also for apply-patch+yaml, as JSON is YAML).
-            resp = self._api.call_api(method, url, header_params=headers, body=body,
-                                      _request_timeout=timeout or self.timeout)
-            data = resp.read()
-        except api_exception as e:
-            raise Unreachable(self._unreachable_message(_first_line(e.reason or str(e)))) from e
-        except (urllib3.exceptions.HTTPError, OSError) as e:
-            raise Unreachable(self._unreachable_message(_describe_urllib3(e))) from e
+        for attempt in range(MAX_RETRY_AFTER + 1):
+            STATS.record(method)
+            try:
+                # The REST layer JSON-encodes dict bodies itself (also for apply-patch+yaml, as JSON is YAML).
+                resp = self._api.call_api(method, url, header_params=headers, body=body,
+                                          _request_timeout=timeout or self.timeout)
+                data = resp.read()
+            except api_exception as e:
+                # The client reports TLS failures as status 0 with the cause on later lines.
+                raise Unreachable(self._unreachable_message(_describe(str(e.reason or e)))) from e
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise Unreachable(self._unreachable_message(_describe(str(getattr(e, "reason", None) or e)))) from e
+            retry_after = resp.headers.get("Retry-After")
+            # Like client-go: 429/503 with Retry-After (e.g. a new CRD's storage initializing) is retried.
+            if resp.status in (429, 503) and retry_after and attempt < MAX_RETRY_AFTER:
+                time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 2.0) / 4)
+                continue
+            break
         if not 200 <= resp.status <= 299:
             raise self._api_error(method, path, resp.status, data)
         return json.loads(data) if data else None
@@ -182,10 +193,11 @@ class KubeClient:
         return f"cannot reach the API server of context {self.context!r} at {self.server}: {why}"
 
     def _api_error(self, method: str, path: str, status: int, data: bytes) -> ApiError:
-        reason, message = "", ""
+        reason, message, details_kind = "", "", ""
         try:
             doc = json.loads(data)
             reason, message = doc.get("reason", ""), doc.get("message", "")
+            details_kind = (doc.get("details") or {}).get("kind", "")
         except (ValueError, AttributeError):
             message = data[:200].decode(errors="replace")
         if status == 401:
@@ -194,7 +206,7 @@ class KubeClient:
         else:
             text = f"{method} {path} in context {self.context!r}: {status} {reason or ''} {message}".strip()
         cls = NotFound if status == 404 else ApiError
-        return cls(" ".join(text.split()), status, reason)
+        return cls(" ".join(text.split()), status, reason, details_kind)
 
     # --- object helpers -----------------------------------------------------
 
@@ -240,12 +252,20 @@ def _first_line(e: Any) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
-def _describe_urllib3(e: Exception) -> str:
-    # MaxRetryError wraps the real cause; show that, not urllib3's pool repr.
-    reason = getattr(e, "reason", None) or e
-    text = _first_line(reason)
-    for hint in ("Connection refused", "timed out", "Name or service not known",
-                 "certificate verify failed", "No route to host"):
-        if hint.lower() in text.lower():
-            return hint if hint != "certificate verify failed" else f"TLS certificate verify failed ({text[-120:]})"
-    return text
+_CAUSES = {
+    "certificate verify failed": "TLS certificate verify failed: the kubeconfig's CA does not match the server",
+    "connection refused": "connection refused",
+    "timed out": "connection timed out",
+    "name or service not known": "host name not known",
+    "no route to host": "no route to host",
+    "wrong version number": "TLS handshake failed (is it an https endpoint?)",
+}
+
+
+def _describe(text: str) -> str:
+    # urllib3 wraps the real cause in pool reprs; name the cause, not the wrapper.
+    low = text.lower()
+    for needle, cause in _CAUSES.items():
+        if needle in low:
+            return cause
+    return " ".join(text.split())[:200]

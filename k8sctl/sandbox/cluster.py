@@ -32,6 +32,7 @@ KCM_CONTROLLERS = ",".join([
     "serviceaccount-token-controller", "serviceaccount-controller",
     "root-ca-certificate-publisher-controller", "namespace-controller", "garbage-collector-controller",
 ])
+STOP_ORDER = ("kube-controller-manager", "kube-apiserver", "etcd")  # reverse of start
 _OWN_ENTRIES = (STATE_FILE, "kubeconfig", "kubeconfigs", "clusters", "etcd", "run", "logs")
 
 
@@ -168,7 +169,7 @@ def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra"
     try:
         return _up(directory, clusters, bins, prefix, progress, timeout, run_dir, log_dir)
     except BaseException:
-        processes.stop_all(run_dir, marker, grace=5)
+        processes.stop_all(run_dir, marker, grace=5, order=STOP_ORDER)
         _remove_state(directory)
         raise
 
@@ -270,7 +271,7 @@ def down(directory: Path) -> list[str]:
     directory = directory.resolve()
     if not directory.exists():
         raise UsageError(f"no sandbox in {directory}: the folder does not exist")
-    stopped = processes.stop_all(directory / "run", _marker(directory))
+    stopped = processes.stop_all(directory / "run", _marker(directory), order=STOP_ORDER)
     _remove_state(directory)
     try:
         directory.rmdir()  # only if nothing else was in it
@@ -286,7 +287,7 @@ def stop_cluster(directory: Path, context: str) -> list[str]:
     names = [n for c in state.clusters if c.context == context for n in c.processes]
     if not names:
         raise UsageError(f"no cluster with context {context!r} in {directory}")
-    return processes.stop_all(directory / "run", _marker(directory), names=names)
+    return processes.stop_all(directory / "run", _marker(directory), names=names, order=STOP_ORDER)
 
 
 def _remove_state(directory: Path) -> None:

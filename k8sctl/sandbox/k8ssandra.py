@@ -39,6 +39,12 @@ def install_crds(client: kube.KubeClient, crds: list[dict], timeout: float = 30.
             if time.monotonic() > deadline:
                 raise SandboxError(f"CRD {crd['metadata']['name']} not established after {timeout:.0f}s")
             time.sleep(0.1)
+        # Established is not yet servable: a list succeeds once its storage is initialized.
+        names = crd["spec"]["names"]
+        version = next(v["name"] for v in crd["spec"]["versions"] if v.get("storage"))
+        resource = kube.Resource(crd["spec"]["group"], version, names["plural"], names["kind"],
+                                 crd["spec"]["scope"] == "Namespaced")
+        client.request("GET", resource.path("default") if resource.namespaced else resource.path())
 
 
 def install_operator_identity(client: kube.KubeClient, namespace: str = OPERATOR_NAMESPACE) -> None:

@@ -84,24 +84,38 @@ def running(run_dir: Path, marker: str) -> dict[str, int]:
     return out
 
 
-def stop_all(run_dir: Path, marker: str, grace: float = 10.0, names: list[str] | None = None) -> list[str]:
-    """SIGTERM every live process (or those in `names`), SIGKILL what is left after `grace` seconds."""
+def stop_all(run_dir: Path, marker: str, grace: float = 10.0, names: list[str] | None = None,
+             order: tuple[str, ...] = ()) -> list[str]:
+    """Stop live processes (or those in `names`): SIGTERM, then SIGKILL after `grace` seconds.
+
+    Processes whose names start with order[0] stop first, then order[1], ...: a server
+    whose storage disappears first hangs in its graceful shutdown.
+    """
     procs = {n: p for n, p in running(run_dir, marker).items() if names is None or n in names}
-    for pid in procs.values():
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in procs.values()):
-        _reap()
-        time.sleep(0.05)
-    for pid in procs.values():
-        if pid_alive(pid):
-            _signal(pid, signal.SIGKILL)
-    while any(pid_alive(p) for p in procs.values()) and time.monotonic() < deadline + 5:
-        _reap()
-        time.sleep(0.05)
+
+    def tier(name: str) -> int:
+        return next((i for i, prefix in enumerate(order) if name.startswith(prefix)), len(order))
+
+    for t in sorted({tier(n) for n in procs}):
+        _terminate([p for n, p in procs.items() if tier(n) == t], grace)
     for n in procs:
         (run_dir / f"{n}.pid").unlink(missing_ok=True)
     return sorted(procs)
+
+
+def _terminate(pids: list[int], grace: float) -> None:
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
+        _reap()
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            _signal(pid, signal.SIGKILL)
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline + 5:
+        _reap()
+        time.sleep(0.05)
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -1,0 +1,91 @@
+"""One sandbox of real API servers for the whole test run.
+
+Clusters (contexts kind-k8ssandra-<i>):
+  0..3  prepared as k8ssandra-operator installs them (CRDs, namespace, SA, token Secret, Role)
+  4     bare: no K8ssandra CRDs, no operator (for "operator not installed" errors)
+  5     the operator's identity but a ClientConfig CRD serving only v1alpha1 (old docs)
+Tests isolate themselves by namespace or by object name.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k8sctl import kube
+from k8sctl import kubeconfig as kc
+from k8sctl.sandbox import binaries, cluster, k8ssandra
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+PREPARED = [0, 1, 2, 3]
+BARE = 4
+V1ALPHA1 = 5
+
+
+@pytest.fixture(scope="session")
+def control_plane_binaries() -> binaries.Binaries:
+    return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
+    directory = tmp_path_factory.mktemp("sandbox")
+    state = cluster.up(directory, 6, control_plane_binaries)
+    try:
+        for i in PREPARED:
+            c = state.clusters[i]
+            k8ssandra.prepare(c.kubeconfig, c.context)
+        c = state.clusters[V1ALPHA1]
+        client = admin_client(c)
+        crds = k8ssandra.crd_documents()
+        old = [_as_v1alpha1(d) for d in crds if d["spec"]["group"] == "config.k8ssandra.io"]
+        k8ssandra.install_crds(client, old)
+        k8ssandra.install_operator_identity(client)
+        k8ssandra.wait_token_filled(client, k8ssandra.OPERATOR_NAMESPACE, "k8ssandra-operator-token")
+        client.close()
+        yield state
+    finally:
+        cluster.down(directory)
+
+
+def _as_v1alpha1(crd: dict) -> dict:
+    crd = copy.deepcopy(crd)
+    for v in crd["spec"]["versions"]:
+        v["name"] = "v1alpha1"
+    return crd
+
+
+def admin_client(c: cluster.ClusterInfo) -> kube.KubeClient:
+    return kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context)
+
+
+@pytest.fixture(scope="session")
+def admins(sandbox):
+    """Admin client of every cluster, by index."""
+    clients = [admin_client(c) for c in sandbox.clusters]
+    yield clients
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def namespace_factory(admins):
+    """Create uniquely named namespaces in given clusters; deleted afterwards."""
+    made: list[tuple[kube.KubeClient, str]] = []
+
+    def make(*indexes: int, prefix: str = "t") -> str:
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        for i in indexes:
+            admins[i].create(kube.NAMESPACE, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+            made.append((admins[i], name))
+        return name
+
+    yield make
+    for client, name in made:
+        try:
+            client.delete(kube.NAMESPACE, name)
+        except kube.ClusterError:
+            pass

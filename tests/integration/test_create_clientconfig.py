@@ -1,0 +1,292 @@
+"""create-clientconfig against real API servers (sandbox clusters 0..5, see conftest)."""
+from __future__ import annotations
+
+import base64
+import json
+import stat
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from k8sctl import kube
+from k8sctl import kubeconfig as kc
+from k8sctl.cli import app
+from k8sctl.sandbox import cluster, k8ssandra
+
+from .conftest import BARE, V1ALPHA1
+
+OPERATOR_NS = k8ssandra.OPERATOR_NAMESPACE
+
+
+@pytest.fixture(scope="module")
+def tokens(admins):
+    """Every operator token of the sandbox: no test output may contain one."""
+    found = []
+    for i in (0, 1, 2, 3, V1ALPHA1):
+        s = admins[i].get(kube.SECRET, "k8ssandra-operator-token", OPERATOR_NS)
+        found.append(base64.b64decode(s["data"]["token"]).decode())
+    return found
+
+
+class Runner:
+    def __init__(self, sandbox, tokens, tmp_path):
+        self.sandbox, self.tokens, self.tmp = sandbox, tokens, tmp_path
+        self.runner = CliRunner()
+
+    def kubeconfig(self, i: int) -> str:
+        return self.sandbox.clusters[i].kubeconfig
+
+    def __call__(self, *args: str, src: int = 1, dest: int = 0, extra_tokens=(), in_cluster: bool = True):
+        argv = ["create-clientconfig", "--dest-kubeconfig", self.kubeconfig(dest)]
+        if src is not None:
+            argv += ["--src-kubeconfig", self.kubeconfig(src)]
+            if in_cluster and "--server" not in args:
+                argv += ["--in-cluster-kubeconfig", self.sandbox.clusters[src].in_cluster_kubeconfig]
+        result = self.runner.invoke(app, argv + list(args))
+        for t in list(self.tokens) + list(extra_tokens):
+            assert t not in result.output, "a token reached the output"
+            assert t not in (result.stderr if result.stderr_bytes is not None else "")
+        return result
+
+
+@pytest.fixture
+def cli(sandbox, tokens, tmp_path):
+    return Runner(sandbox, tokens, tmp_path)
+
+
+def as_json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def actions(doc: dict, i: int = 0) -> list[str]:
+    return [o["action"] for o in doc["registrations"][i]["objects"]]
+
+
+def cleanup(admin: kube.KubeClient, name: str, ns: str = OPERATOR_NS, version: str = "v1beta1") -> None:
+    for resource, n in ((kube.clientconfig_resource(version), name), (kube.SECRET, f"{name}-config")):
+        try:
+            admin.delete(resource, n, ns)
+        except kube.NotFound:
+            pass
+
+
+def test_full_flow_with_legacy_token_secret(cli, sandbox, admins, tmp_path):
+    out = tmp_path / "artifacts"
+    doc = as_json(cli("--output-dir", str(out), "-o", "json", "--name", "legacy-flow"))
+    reg = doc["registrations"][0]
+    assert actions(doc) == ["created", "created"]
+    assert reg["k8sContext"] == "kind-k8ssandra-1" and reg["tokenSecret"] == "k8ssandra-operator-token"
+    assert reg["identity"] == "system:serviceaccount:k8ssandra-operator:k8ssandra-operator"
+    assert reg["authorized"] is True and reg["caSource"] == "token Secret ca.crt"
+    assert doc["restartCommand"] and "rollout restart" in doc["restartCommand"]
+
+    cc = admins[0].get(kube.clientconfig_resource("v1beta1"), "legacy-flow", OPERATOR_NS)
+    assert cc["spec"] == {"contextName": "kind-k8ssandra-1", "kubeConfigSecret": {"name": "legacy-flow-config"}}
+    assert cc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "k8sctl"
+    assert any(m["manager"] == "k8sctl" and m["operation"] == "Apply" for m in cc["metadata"]["managedFields"])
+    secret = admins[0].get(kube.SECRET, "legacy-flow-config", OPERATOR_NS)
+    stored = yaml.safe_load(base64.b64decode(secret["data"]["kubeconfig"]))
+    # Exactly one cluster, user and context; bearer token only; the operator's context name.
+    assert [len(stored[k]) for k in ("clusters", "users", "contexts")] == [1, 1, 1]
+    assert list(stored["users"][0]["user"]) == ["token"]
+    assert stored["users"][0]["name"] == "kind-k8ssandra-1-k8ssandra-operator"
+    assert stored["current-context"] == stored["contexts"][0]["name"] == "kind-k8ssandra-1"
+    assert "insecure-skip-tls-verify" not in stored["clusters"][0]["cluster"]
+    # What the operator will do: build a client from the Secret and talk to the data plane as its SA.
+    op = kube.KubeClient(stored, cc["spec"]["contextName"])
+    who = op.request("POST", kube.SELF_SUBJECT_REVIEW.path(), {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert who["status"]["userInfo"]["username"] == "system:serviceaccount:k8ssandra-operator:k8ssandra-operator"
+    assert op.list(kube.CASSANDRA_DATACENTER, OPERATOR_NS) == []
+
+    files = {p.name: p for p in out.iterdir()}
+    assert set(files) == {"legacy-flow.kubeconfig", "legacy-flow-secret.yaml", "legacy-flow-clientconfig.yaml"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+    assert yaml.safe_load(files["legacy-flow.kubeconfig"].read_text()) == stored
+    assert "redacted" in files["legacy-flow-secret.yaml"].read_text()
+    cleanup(admins[0], "legacy-flow")
+
+
+def test_rerun_is_a_noop_that_writes_nothing(cli, admins):
+    first = as_json(cli("-o", "json", "--name", "rerun"))
+    before = admins[0].get(kube.SECRET, "rerun-config", OPERATOR_NS)["metadata"]["resourceVersion"]
+    kube.STATS.reset()
+    second = as_json(cli("-o", "json", "--name", "rerun"))
+    assert actions(first) == ["created", "created"]
+    assert actions(second) == ["unchanged", "unchanged"]
+    assert second["changed"] is False and second["restartCommand"] is None
+    assert kube.STATS.by_method.get("PATCH", 0) == 0 and kube.STATS.by_method.get("PUT", 0) == 0
+    assert admins[0].get(kube.SECRET, "rerun-config", OPERATOR_NS)["metadata"]["resourceVersion"] == before
+    cleanup(admins[0], "rerun")
+
+
+def test_token_request_and_rotation_update_in_place(cli, admins):
+    as_json(cli("-o", "json", "--name", "rotate"))
+    secret = admins[0].get(kube.SECRET, "rotate-config", OPERATOR_NS)
+    uid, rv = secret["metadata"]["uid"], secret["metadata"]["resourceVersion"]
+    absent = []
+    stop = threading.Event()
+
+    def watch_presence():  # the Secret must never be absent while it is rotated
+        while not stop.is_set():
+            if admins[0].get_or_none(kube.SECRET, "rotate-config", OPERATOR_NS) is None:
+                absent.append(time.monotonic())
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch_presence)
+    watcher.start()
+    try:
+        kube.STATS.reset()
+        doc = as_json(cli("-o", "json", "--name", "rotate", "--token-source", "request", "--token-duration", "3600"))
+    finally:
+        stop.set()
+        watcher.join()
+    assert actions(doc) == ["updated", "unchanged"]
+    assert doc["registrations"][0]["tokenExpiry"]
+    assert absent == [] and kube.STATS.by_method.get("DELETE", 0) == 0
+    after = admins[0].get(kube.SECRET, "rotate-config", OPERATOR_NS)
+    assert after["metadata"]["uid"] == uid and after["metadata"]["resourceVersion"] != rv
+    stored = yaml.safe_load(base64.b64decode(after["data"]["kubeconfig"]))
+    op = kube.KubeClient(stored, "kind-k8ssandra-1")
+    assert op.list(kube.CASSANDRA_DATACENTER, OPERATOR_NS) == []
+    cleanup(admins[0], "rotate")
+
+
+def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, admins, tmp_path):
+    in_cluster = tmp_path / "in-cluster.yaml"
+    doc = kc.read_file(Path(sandbox.clusters[2].in_cluster_kubeconfig))
+    doc["clusters"][0]["cluster"]["server"] = "https://172.18.0.3:6443"
+    in_cluster.write_text(kc.dump(doc))
+    a = as_json(cli("-o", "json", "--name", "addr-a", "--output-dir", str(tmp_path / "a"),
+                    "--in-cluster-kubeconfig", str(in_cluster), src=2, in_cluster=False))
+    b = as_json(cli("-o", "json", "--name", "addr-b", "--output-dir", str(tmp_path / "b"),
+                    "--server", "https://[fd00::5]:6443", src=2))
+    assert a["registrations"][0]["server"] == "https://172.18.0.3:6443"
+    assert a["registrations"][0]["serverReason"].startswith("--in-cluster-kubeconfig")
+    assert b["registrations"][0]["server"] == "https://[fd00::5]:6443"
+    ka = yaml.safe_load((tmp_path / "a" / "addr-a.kubeconfig").read_text())
+    kb = yaml.safe_load((tmp_path / "b" / "addr-b.kubeconfig").read_text())
+    assert ka["clusters"][0]["cluster"].pop("server") == "https://172.18.0.3:6443"
+    assert kb["clusters"][0]["cluster"].pop("server") == "https://[fd00::5]:6443"
+    assert ka == kb  # everything else is identical
+    # Verification still went to the address this machine uses.
+    assert a["registrations"][0]["identity"] == b["registrations"][0]["identity"] != None  # noqa: E711
+    cleanup(admins[0], "addr-a")
+    cleanup(admins[0], "addr-b")
+
+
+def test_loopback_source_without_server_is_explained(cli):
+    r = cli(src=1, in_cluster=False)
+    assert r.exit_code == 2
+    assert "loopback" in r.output and "--server" in r.output and "--in-cluster-kubeconfig" in r.output
+
+
+def test_loopback_source_uses_cluster_info(cli, admins, tmp_path):
+    admins[3].apply(kube.CONFIGMAP, {"apiVersion": "v1", "kind": "ConfigMap",
+                                     "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+                                     "data": {"kubeconfig": kc.dump({"clusters": [{"name": "", "cluster": {"server": "https://10.96.0.1:443"}}]})}})
+    try:
+        doc = as_json(cli("-o", "json", "--dry-run", "--output-dir", str(tmp_path), src=3, in_cluster=False))
+    finally:
+        admins[3].delete(kube.CONFIGMAP, "cluster-info", "kube-public")
+    reg = doc["registrations"][0]
+    assert reg["server"] == "https://10.96.0.1:443" and "cluster-info" in reg["serverReason"]
+    assert actions(doc) == ["would be created", "would be created"]
+
+
+def test_dry_run_writes_nothing(cli, admins, tmp_path):
+    kube.STATS.reset()
+    r = cli("--dry-run", "--name", "dry", "--output-dir", str(tmp_path))
+    assert r.exit_code == 0, r.output
+    assert "kind: ClientConfig" in r.stdout and "redacted" in r.stdout
+    assert kube.STATS.writes == 2  # the verification reviews (POST, nothing stored)
+    assert admins[0].get_or_none(kube.SECRET, "dry-config", OPERATOR_NS) is None
+    assert admins[0].get_or_none(kube.clientconfig_resource("v1beta1"), "dry", OPERATOR_NS) is None
+
+
+def test_several_source_contexts_in_one_run(cli, sandbox, admins, tmp_path):
+    merged = Path(sandbox.kubeconfig)
+    r = cli.runner.invoke(app, ["create-clientconfig", "--src-kubeconfig", str(merged),
+                                "--src-context", "kind-k8ssandra-2", "--src-context", "kind-k8ssandra-3",
+                                "--dest-kubeconfig", str(merged), "--dest-context", "kind-k8ssandra-0",
+                                "--server", "https://192.0.2.10:6443", "-o", "json"])
+    assert r.exit_code == 2 and "single --src-context" in r.output
+    env_file = tmp_path / "kc"
+    env_file.write_text(merged.read_text())
+    r = cli.runner.invoke(app, ["create-clientconfig", "--src-context", "kind-k8ssandra-2", "--src-context",
+                                "kind-k8ssandra-3", "--dest-context", "kind-k8ssandra-0", "-o", "json",
+                                "--output-dir", str(tmp_path / "out")] , env={"KUBECONFIG": f"/nonexistent:{env_file}"})
+    # Sources are loopback and no address was given: refused before anything is written.
+    assert r.exit_code == 2 and "loopback" in r.output
+    assert admins[0].get_or_none(kube.SECRET, "kind-k8ssandra-2-config", OPERATOR_NS) is None
+
+
+def test_v1alpha1_only_destination(cli, admins):
+    doc = as_json(cli("-o", "json", "--name", "old-api", dest=V1ALPHA1))
+    assert doc["registrations"][0]["clientConfigApiVersion"] == "config.k8ssandra.io/v1alpha1"
+    assert admins[V1ALPHA1].get(kube.clientconfig_resource("v1alpha1"), "old-api", OPERATOR_NS)["spec"]["contextName"] == "kind-k8ssandra-1"
+    cleanup(admins[V1ALPHA1], "old-api", version="v1alpha1")
+
+
+@pytest.mark.parametrize("case", [
+    "missing-crd", "missing-sa", "missing-namespace", "unknown-context", "invalid-kubeconfig",
+    "unreadable-kubeconfig", "unreachable", "self", "bad-server-url", "bad-name",
+])
+def test_errors_are_one_line_with_exit_code_and_write_nothing(case, cli, sandbox, admins, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    kwargs: dict = {}
+    if case == "missing-crd":
+        args, code, words = ["--name", "e1"], 1, "not installed"
+        kwargs = {"dest": BARE}
+    elif case == "missing-sa":
+        args, code, words = ["--name", "e1", "--serviceaccount", "nobody"], 2, "service account 'nobody' not found"
+    elif case == "missing-namespace":
+        args, code, words = ["--name", "e1", "--src-namespace", "nowhere"], 2, "namespace 'nowhere' does not exist"
+    elif case == "unknown-context":
+        args, code, words = ["--name", "e1", "--src-context", "nope"], 2, "context 'nope' not found"
+    elif case == "invalid-kubeconfig":
+        broken.write_text("clusters: [unclosed\n")
+        args, code, words = ["--src-kubeconfig", str(broken)], 2, "not valid YAML"
+        kwargs = {"src": None}
+    elif case == "unreadable-kubeconfig":
+        args, code, words = ["--src-kubeconfig", str(tmp_path)], 2, "cannot be read"
+        kwargs = {"src": None}
+    elif case == "unreachable":
+        doc = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
+        doc["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"
+        broken.write_text(kc.dump(doc))
+        args, code, words = ["--src-kubeconfig", str(broken), "--server", "https://192.0.2.1:6443", "--name", "e1"], 1, "connection refused"
+        kwargs = {"src": None}
+    elif case == "self":
+        args, code, words = ["--name", "e1"], 2, "--allow-self"
+        kwargs = {"src": 0}
+    elif case == "bad-server-url":
+        args, code, words = ["--server", "http://x", "--name", "e1"], 2, "not an https URL"
+    else:
+        args, code, words = ["--name", "Not_Valid"], 2, "not a valid DNS-1123 name"
+    r = cli(*args, **kwargs)
+    assert r.exit_code == code, r.output
+    assert words in r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    dest = kwargs.get("dest", 0)
+    assert admins[dest].get_or_none(kube.SECRET, "e1-config", OPERATOR_NS) is None
+
+
+def test_token_never_filled_times_out(cli, sandbox, admins, namespace_factory):
+    """Cluster 4 with its controller manager stopped: a new token Secret is never filled."""
+    ns = namespace_factory(BARE, prefix="nofill")
+    admins[BARE].create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}, ns)
+    run_dir = Path(sandbox.directory) / "run"
+    from k8sctl.sandbox import processes
+
+    processes.stop_all(run_dir, str(Path(sandbox.directory).resolve()),
+                       names=[f"kube-controller-manager-{sandbox.clusters[BARE].name}"])
+    r = cli("--namespace", ns, "--serviceaccount", "op", "--timeout", "2", "--name", "nofill",
+            "--server", "https://192.0.2.1:6443", src=BARE)
+    assert r.exit_code == 1, r.output
+    assert "was not filled within 2s" in r.output
+    assert admins[0].get_or_none(kube.SECRET, "nofill-config", OPERATOR_NS) is None

@@ -1,0 +1,248 @@
+"""The sandbox is the real thing: TLS, RBAC, service-account tokens, controllers."""
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8sctl import kube
+from k8sctl import kubeconfig as kc
+from k8sctl.errors import SandboxError, UsageError
+from k8sctl.sandbox import cluster, k8ssandra, processes
+
+from .conftest import SHARED, admin_client
+
+
+def token_client(c: cluster.ClusterInfo, token: str) -> kube.KubeClient:
+    """A client for cluster `c` that authenticates with a bearer token only."""
+    admin = kc.read_file(Path(c.kubeconfig))
+    ca = admin["clusters"][0]["cluster"]["certificate-authority-data"]
+    doc = kc.build_kubeconfig(cluster_name="c", server=c.server, ca_pem=base64.b64decode(ca),
+                              user_name="u", token=token, context_name="t")
+    return kube.KubeClient(doc, "t")
+
+
+def whoami(client: kube.KubeClient) -> str:
+    review = client.request("POST", kube.SELF_SUBJECT_REVIEW.path(),
+                            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    return review["status"]["userInfo"]["username"]
+
+
+def test_admin_kubeconfig_uses_verified_tls(sandbox, admins):
+    version = admins[0].request("GET", "/version")
+    assert version["gitVersion"] == "v1.37.2"
+    assert whoami(admins[0]) == "admin"
+    # Each cluster has its own CA: cluster 1's CA must not verify cluster 0's server.
+    doc = kc.read_file(Path(sandbox.clusters[0].kubeconfig))
+    other = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
+    doc["clusters"][0]["cluster"]["certificate-authority-data"] = other["clusters"][0]["cluster"]["certificate-authority-data"]
+    wrong_ca = kube.KubeClient(doc, sandbox.clusters[0].context)
+    with pytest.raises(kube.Unreachable, match="certificate verify failed"):
+        wrong_ca.request("GET", "/version")
+
+
+def test_kubeconfig_files_and_contexts(sandbox):
+    merged = kc.read_file(Path(sandbox.kubeconfig))
+    assert kc.context_names(merged) == [f"kind-k8ssandra-{i}" for i in range(6)]
+    for c in sandbox.clusters:
+        path = Path(c.kubeconfig)
+        assert path.name == f"{c.name}.yaml" and path.parent.name == "kubeconfigs"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert kc.context_names(kc.read_file(path)) == [c.context]
+        assert kc.select_context(kc.read_file(Path(c.in_cluster_kubeconfig)), None).server == c.server
+
+
+def test_rbac_denies_then_allows(sandbox, admins, namespace_factory):
+    ns = namespace_factory(1)
+    admin = admins[1]
+    admin.create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}, ns)
+    token = admin.request("POST", kube.SERVICEACCOUNT.path(ns, "reader", "token"), {"spec": {}})["status"]["token"]
+    sa = token_client(sandbox.clusters[1], token)
+    with pytest.raises(kube.ApiError) as denied:
+        sa.list(kube.POD, ns)
+    assert denied.value.status == 403
+    admin.create(kube.ROLE, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "pod-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}, ns)
+    admin.create(kube.ROLEBINDING, {
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}]}, ns)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            assert sa.list(kube.POD, ns) == []
+            break
+        except kube.ApiError as e:
+            assert e.status == 403 and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_token_secret_is_filled_and_authenticates(sandbox, admins, namespace_factory):
+    ns = namespace_factory(2)
+    admin = admins[2]
+    admin.create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "legacy"}}, ns)
+    admin.create(kube.SECRET, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                               "metadata": {"name": "legacy-token",
+                                            "annotations": {"kubernetes.io/service-account.name": "legacy"}}}, ns)
+    k8ssandra.wait_token_filled(admin, ns, "legacy-token", timeout=30)
+    secret = admin.get(kube.SECRET, "legacy-token", ns)
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert whoami(token_client(sandbox.clusters[2], token)) == f"system:serviceaccount:{ns}:legacy"
+    admin_doc = kc.read_file(Path(sandbox.clusters[2].kubeconfig))
+    assert secret["data"]["ca.crt"] == admin_doc["clusters"][0]["cluster"]["certificate-authority-data"]
+
+
+def test_token_request_authenticates(sandbox, admins):
+    resp = admins[3].request("POST", kube.SERVICEACCOUNT.path("default", "default", "token"),
+                             {"spec": {"expirationSeconds": 600}})
+    assert resp["status"]["expirationTimestamp"]
+    assert whoami(token_client(sandbox.clusters[3], resp["status"]["token"])) == "system:serviceaccount:default:default"
+
+
+def test_kube_root_ca_matches_kubeconfig(sandbox, admins):
+    for i in (0, 4):
+        cm = admins[i].get(kube.CONFIGMAP, "kube-root-ca.crt", "default")
+        doc = kc.read_file(Path(sandbox.clusters[i].kubeconfig))
+        assert cm["data"]["ca.crt"].encode() == kc.ca_pem_of(doc["clusters"][0]["cluster"])
+
+
+def test_k8ssandra_preparation(sandbox, admins):
+    admin = admins[0]
+    sa = admin.get(kube.SERVICEACCOUNT, "k8ssandra-operator", "k8ssandra-operator")
+    assert sa["secrets"] == [{"name": "k8ssandra-operator-token"}]
+    assert admin.api_versions("config.k8ssandra.io") == ["v1beta1"]
+    assert admin.api_versions("k8ssandra.io") == ["v1alpha1"]
+    assert admin.api_versions("cassandra.datastax.com") == ["v1beta1"]
+    assert admins[4].api_versions("config.k8ssandra.io") == []
+    assert admins[5].api_versions("config.k8ssandra.io") == ["v1alpha1"]
+    # The operator's Role is namespaced: nothing cluster-wide.
+    secret = admin.get(kube.SECRET, "k8ssandra-operator-token", "k8ssandra-operator")
+    op = token_client(sandbox.clusters[0], base64.b64decode(secret["data"]["token"]).decode())
+    assert op.list(kube.CASSANDRA_DATACENTER, "k8ssandra-operator") == []
+    with pytest.raises(kube.ApiError) as e:
+        op.list(kube.CASSANDRA_DATACENTER, "default")
+    assert e.value.status == 403
+
+
+def _sample_objects() -> list[dict]:
+    here = Path(__file__).parent.parent / "fixtures"
+    docs = [d for f in sorted(here.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    if SHARED.is_dir():
+        docs += [d for f in sorted((SHARED / "samples").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    return [d for d in docs if d.get("kind") in ("K8ssandraCluster", "ClientConfig", "CassandraDatacenter")]
+
+
+@pytest.mark.skipif(not (SHARED / "crds").is_dir(), reason="../shared/crds not present")
+def test_shipped_crds_accept_what_upstream_accepts(tmp_path, control_plane_binaries):
+    """Our trimmed CRDs and the upstream ones accept (and reject) the same objects."""
+    state = cluster.up(tmp_path / "upstream", 2, control_plane_binaries)
+    try:
+        ours, upstream = admin_client(state.clusters[0]), admin_client(state.clusters[1])
+        k8ssandra.install_crds(ours, k8ssandra.crd_documents())
+        k8ssandra.install_crds(upstream, k8ssandra.crd_documents(SHARED / "crds"))
+        objects = _sample_objects()
+        bad_size = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "bad"},
+                    "spec": {"cassandra": {"serverVersion": "4.0.1", "datacenters": [{"metadata": {"name": "dc1"}, "size": 0}]}}}
+        # Upstream types CassandraDatacenter spec.config as string/format byte: this API server
+        # rejects an object there (k8ssandra-operator#1613); ours must behave the same.
+        cassdc = next(o for o in objects if o["kind"] == "CassandraDatacenter")
+        object_config = {**cassdc, "spec": {**cassdc["spec"], "config": {"cassandra-yaml": {"num_tokens": 16}}}}
+        bad = [bad_size, object_config]
+        assert len(objects) >= 3
+        for obj in objects + bad:
+            resource = kube.clientconfig_resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
+            results = []
+            for client in (ours, upstream):
+                try:
+                    client.create(resource, obj, "default", dry_run=True)
+                    results.append("accepted")
+                except kube.ApiError as e:
+                    results.append(f"rejected {e.status}; {e}")
+            verdicts = [r.split(";")[0] for r in results]
+            assert verdicts[0] == verdicts[1], (obj["metadata"]["name"], results)
+            assert verdicts[0] == ("rejected 422" if any(obj is b for b in bad) else "accepted"), results
+    finally:
+        cluster.down(tmp_path / "upstream")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_down_leaves_no_process_or_port(tmp_path, control_plane_binaries):
+    d = tmp_path / "sb"
+    state = cluster.up(d, 1, control_plane_binaries)
+    pids = list(processes.running(d / "run", str(d.resolve())).values())
+    ports = [state.clusters[0].port, state.clusters[0].kcm_port, int(state.etcd_url.rsplit(":", 1)[1])]
+    deadline = time.monotonic() + 10  # the controller manager may open its port after readiness
+    while not all(_port_open(p) for p in ports) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(pids) == 3 and all(_port_open(p) for p in ports)
+    cluster.down(d)
+    assert not any(processes.pid_alive(p) for p in pids)
+    assert not any(_port_open(p) for p in ports)
+    assert not d.exists()
+
+
+def test_two_sandboxes_side_by_side(tmp_path, control_plane_binaries, sandbox):
+    d = tmp_path / "second"
+    state = cluster.up(d, 1, control_plane_binaries)
+    try:
+        assert state.clusters[0].port not in [c.port for c in sandbox.clusters]
+        assert admin_client(state.clusters[0]).request("GET", "/version")["gitVersion"] == "v1.37.2"
+    finally:
+        cluster.down(d)
+
+
+def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane_binaries):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "kube-apiserver").write_text("#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n")
+    (fake / "kube-apiserver").chmod(0o755)
+    bins = type(control_plane_binaries)(control_plane_binaries.etcd, fake / "kube-apiserver",
+                                        control_plane_binaries.kube_controller_manager, {})
+    d = tmp_path / "crash"
+    with pytest.raises(SandboxError, match=r"kube-apiserver-k8ssandra-0 exited at start \(exit code 3\); read .*kube-apiserver-k8ssandra-0.log"):
+        cluster.up(d, 1, bins)
+    assert processes.running(d / "run", str(d.resolve())) == {}
+    assert not (d / "sandbox.json").exists()
+
+
+def test_bad_input(tmp_path, control_plane_binaries):
+    with pytest.raises(UsageError, match="at least 1"):
+        cluster.up(tmp_path / "x", 0, control_plane_binaries)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "file").write_text("")
+    with pytest.raises(UsageError, match="cannot create sandbox folder"):
+        cluster.up(ro / "file" / "sub", 1, control_plane_binaries)
+
+
+def test_cli_up_status_down(tmp_path, control_plane_binaries):
+    env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_binaries.kube_apiserver.parent)}
+    k8sctl = [sys.executable, "-m", "k8sctl"]
+    d = tmp_path / "cli"
+    bad = subprocess.run(k8sctl + ["sandbox", "up", "--clusters", "0", "--dir", str(d)], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--clusters must be at least 1" in bad.stderr and "Traceback" not in bad.stderr
+    up = subprocess.run(k8sctl + ["sandbox", "up", "--clusters", "1", "--dir", str(d), "-o", "json"], env=env,
+                        capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    assert yaml.safe_load(up.stdout)["clusters"][0]["context"] == "kind-k8ssandra-0"
+    st = subprocess.run(k8sctl + ["sandbox", "status", "--dir", str(d), "-o", "json"], env=env, capture_output=True, text=True)
+    assert st.returncode == 0 and yaml.safe_load(st.stdout)["clusters"][0]["ready"] is True
+    down = subprocess.run(k8sctl + ["sandbox", "down", "--dir", str(d)], env=env, capture_output=True, text=True)
+    assert down.returncode == 0 and not d.exists()
+    gone = subprocess.run(k8sctl + ["sandbox", "status", "--dir", str(d)], env=env, capture_output=True, text=True)
+    assert gone.returncode == 2 and "no sandbox in" in gone.stderr
