@@ -9,7 +9,8 @@ import typer
 
 from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
 
-app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True)
+app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 DirOption = typer.Option(Path(".sandbox"), "--dir", help="Folder holding the sandbox's state, kubeconfigs and logs.")
 

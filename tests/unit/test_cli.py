@@ -1,0 +1,35 @@
+"""CLI edge: help stays fast (no kubernetes import), errors are one line with exit codes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from k8sctl import __version__
+from k8sctl.cli import app
+
+
+def test_help_does_not_import_the_kubernetes_client():
+    code = ("import sys, runpy; sys.argv=['k8sctl','--help']\n"
+            "try:\n runpy.run_module('k8sctl', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "bad=[m for m in sys.modules if m.split('.')[0] in ('kubernetes','cryptography','urllib3')]\n"
+            "print('LOADED', bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "LOADED []" in out
+
+
+def test_version_and_usage_errors():
+    r = CliRunner().invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"k8sctl {__version__}"
+    r = CliRunner().invoke(app, ["create-clientconfig", "--bogus"])
+    assert r.exit_code == 2
+    r = CliRunner().invoke(app, ["create-clientconfig"], env={"KUBECONFIG": "/nonexistent/kc"})
+    assert r.exit_code == 2 and r.output.startswith("error: pass --src-kubeconfig")
+    assert "Traceback" not in r.output
+
+
+def test_sandbox_status_without_sandbox(tmp_path):
+    r = CliRunner().invoke(app, ["sandbox", "status", "--dir", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "no sandbox in" in r.output

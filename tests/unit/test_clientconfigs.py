@@ -1,0 +1,121 @@
+"""Pure parts of the ClientConfig workflow: names, addresses, manifests, option checks."""
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8sctl import clientconfigs as cc
+from k8sctl.errors import UsageError
+
+
+@pytest.mark.parametrize("context, name", [
+    ("kind-k8ssandra-1", "kind-k8ssandra-1"),
+    ("gke_my-project_us-east1_prod", "gke-my-project-us-east1-prod"),
+    ("arn:aws:eks:us-east-1:123:cluster/Prod.Cluster", "arnawseksus-east-1123clusterprod-cluster"),
+    ("--Weird__Name--", "weird-name"),
+])
+def test_sanitize_name(context, name):
+    assert cc.sanitize_name(context) == name
+
+
+def test_sanitize_long_names_are_cut_with_a_hash():
+    long = "x" * 100
+    a, b = cc.sanitize_name(long), cc.sanitize_name(long + "y")
+    assert len(a) == 63 and a != b and a.startswith("x" * 50)
+    with pytest.raises(UsageError, match="pass --name"):
+        cc.sanitize_name("___")
+
+
+@pytest.mark.parametrize("server, loopback", [
+    ("https://127.0.0.1:6443", True), ("https://127.1.2.3:1", True), ("https://localhost:6443", True),
+    ("https://0.0.0.0:6443", True), ("https://[::1]:6443", True), ("https://10.0.0.1:6443", False),
+    ("https://example.com", False), ("https://[fd00::1]:6443", False),
+])
+def test_is_loopback_server(server, loopback):
+    assert cc.is_loopback_server(server) is loopback
+
+
+def test_server_url_brackets_ipv6():
+    assert cc.server_url("fd00::5", 6443) == "https://[fd00::5]:6443"
+    assert cc.server_url("10.1.2.3", 443) == "https://10.1.2.3:443"
+    with pytest.raises(UsageError, match="not an https URL"):
+        cc.validate_server("10.1.2.3:6443", "--server")
+
+
+def test_manifests_and_actions():
+    secret = cc.secret_manifest("n-config", "ns", "kubeconfig: text\n")
+    assert base64.b64decode(secret["data"]["kubeconfig"]) == b"kubeconfig: text\n"
+    assert secret["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "k8sctl"}
+    assert cc.secret_action(None, secret) == "created"
+    assert cc.secret_action(secret, secret) == "unchanged"
+    assert cc.secret_action(cc.secret_manifest("n-config", "ns", "other"), secret) == "updated"
+    unlabelled = {**secret, "metadata": {"name": "n-config"}}
+    assert cc.secret_action(unlabelled, secret) == "updated"  # taken over from the script
+    redacted = cc.redact_secret(secret)
+    assert "text" not in yaml.safe_dump(redacted) and secret["data"]["kubeconfig"] != redacted["data"]["kubeconfig"]
+
+    ccm = cc.clientconfig_manifest("n", "ns", "v1beta1", "ctx", "n-config")
+    assert ccm["apiVersion"] == "config.k8ssandra.io/v1beta1"
+    assert ccm["spec"] == {"contextName": "ctx", "kubeConfigSecret": {"name": "n-config"}}
+    assert cc.clientconfig_action(ccm, ccm) == "unchanged"
+    other = cc.clientconfig_manifest("n", "ns", "v1beta1", "ctx2", "n-config")
+    assert cc.clientconfig_action(other, ccm) == "updated"
+
+
+def _kubeconfig(tmp_path: Path, name: str, contexts: dict[str, str]) -> Path:
+    doc = {"apiVersion": "v1", "kind": "Config", "current-context": next(iter(contexts)),
+           "clusters": [{"name": c, "cluster": {"server": s}} for c, s in contexts.items()],
+           "users": [{"name": "u", "user": {"token": "t"}}],
+           "contexts": [{"name": c, "context": {"cluster": c, "user": "u"}} for c in contexts]}
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(doc))
+    return p
+
+
+def _complete(tmp_path, **kw) -> cc.Completed:
+    src = _kubeconfig(tmp_path, "src", {"data-1": "https://10.0.0.1:6443", "data-2": "https://10.0.0.2:6443"})
+    dest = _kubeconfig(tmp_path, "dest", {"control": "https://10.0.0.9:6443"})
+    opts = cc.CreateOptions(src_kubeconfig=src, dest_kubeconfig=[dest], **kw)
+    return cc.complete(opts, {"HOME": str(tmp_path)})
+
+
+def test_complete_defaults(tmp_path):
+    c = _complete(tmp_path)
+    assert c.src_contexts == ["data-1"] and c.dest_view.name == "control"
+    assert c.dest_namespace == "k8ssandra-operator"
+    assert _complete(tmp_path, namespace="ops").dest_namespace == "ops"
+    assert _complete(tmp_path, namespace="ops", dest_namespace="cp").dest_namespace == "cp"
+    cc.validate(c)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"token_source": "vault"}, "--token-source must be"),
+    ({"token_duration": 3600}, "only with --token-source request"),
+    ({"token_source": "request", "token_duration": 10}, "at least 600"),
+    ({"server": "ftp://x"}, "not an https URL"),
+    ({"src_contexts": ["data-1", "data-2"], "name": "x"}, "single --src-context"),
+    ({"src_contexts": ["data-1", "data-1"]}, "given twice"),
+    ({"name": "Bad_Name"}, "not a valid DNS-1123 name"),
+    ({"timeout": 0}, "--timeout must be positive"),
+])
+def test_validate_rejects(tmp_path, kw, message):
+    with pytest.raises(UsageError, match=message):
+        cc.validate(_complete(tmp_path, **kw))
+
+
+def test_self_registration_is_refused(tmp_path):
+    dest = _kubeconfig(tmp_path, "d", {"control": "https://localhost:6443"})
+    src = _kubeconfig(tmp_path, "s", {"same": "https://127.0.0.1:6443/"})
+    c = cc.complete(cc.CreateOptions(src_kubeconfig=src, dest_kubeconfig=[dest]), {})
+    with pytest.raises(UsageError, match="--allow-self"):
+        cc.validate(c)
+    c.opts.allow_self = True
+    cc.validate(c)
+
+
+def test_no_source_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="--src-kubeconfig, --src-context"):
+        cc.complete(cc.CreateOptions(), {"HOME": str(tmp_path)})
