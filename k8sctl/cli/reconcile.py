@@ -1,5 +1,90 @@
-"""`k8sctl reconcile`."""
+"""`k8sctl reconcile NAME`: push a K8ssandraCluster's CassandraDatacenters once, like the operator."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from k8sctl.cli.common import Output, OutputOption, console, env, handle_errors, render
 
 
-def register(app) -> None:
-    pass
+def register(app: typer.Typer) -> None:
+    app.command("reconcile")(reconcile)
+
+
+@handle_errors
+def reconcile(
+    name: str = typer.Argument(..., help="The K8ssandraCluster to reconcile."),
+    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Control-plane kubeconfig (default: $KUBECONFIG, then ~/.kube/config)."),
+    context: Optional[str] = typer.Option(None, "--context", help="Control-plane context (default: current-context)."),
+    namespace: Optional[str] = typer.Option(None, "-n", "--namespace", help="The K8ssandraCluster's namespace (default: the context's, else k8ssandra-operator)."),
+    clientconfig_namespace: Optional[str] = typer.Option(None, "--clientconfig-namespace", help="Where the ClientConfigs are (default: the K8ssandraCluster's namespace)."),
+    force_conflicts: bool = typer.Option(False, "--force-conflicts", help="Take fields owned by another field manager."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for each new datacenter to become Ready, then go on to the next."),
+    timeout: float = typer.Option(600.0, "--timeout", help="Seconds --wait waits for each datacenter."),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Create every missing datacenter now, not one after another."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the CassandraDatacenters and a diff; write nothing."),
+    update_status: bool = typer.Option(False, "--update-status", help="Write the K8ssandraCluster's status.datacenters (the operator owns it)."),
+    output: Output = OutputOption,
+) -> None:
+    """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
+    from k8sctl import kube, kubeconfig as kc
+    from k8sctl.cache import ClientCache
+    from k8sctl.clientconfigs import DEFAULT_NAMESPACE
+    from k8sctl.errors import UsageError
+    from k8sctl import reconcile as rec
+
+    if timeout <= 0:
+        raise UsageError("--timeout must be positive")
+    doc = kc.load([kubeconfig.expanduser()] if kubeconfig else kc.default_paths(env()))
+    view = kc.select_context(doc, context)
+    ns = namespace or view.namespace or DEFAULT_NAMESPACE
+    local = kube.KubeClient(kc.single_context(doc, view.name), view.name)
+    status = console().status("reading ClientConfigs", spinner="dots")
+    status.start()
+    try:
+        cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
+        try:
+            opts = rec.ReconcileOptions(name=name, namespace=ns, force_conflicts=force_conflicts, wait=wait,
+                                        timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status)
+            result = rec.run(opts, cache, progress=lambda m: status.update(m))
+        finally:
+            cache.close()
+    finally:
+        status.stop()
+        local.close()
+    if dry_run and output is Output.text:
+        import yaml
+
+        typer.echo(yaml.safe_dump_all([r.desired for r in result.datacenters], sort_keys=False), nl=False)
+    render(result.as_dict(), output, _text)
+    for b in result.broken_clientconfigs:
+        console().print(f"[yellow]warning:[/] ClientConfig {b['name']} (context {b['context']}) has no client: {b['reason']}")
+    if result.failed:
+        raise typer.Exit(1)
+
+
+_STYLE = {"created": "green", "updated": "yellow", "unchanged": "dim", "waiting": "cyan", "error": "red"}
+
+
+def _text(d: dict) -> None:
+    from rich.table import Table
+
+    out = console(stderr=False)
+    t = Table("context", "namespace", "name", "action", "ready", "progress",
+              title=f"K8ssandraCluster {d['namespace']}/{d['k8ssandraCluster']}" + (" (dry run)" if d["dryRun"] else ""))
+    for r in d["datacenters"]:
+        ready = {True: "[green]yes[/]", False: "no", None: "-"}[r["ready"]]
+        action = r["action"]
+        t.add_row(r["context"] or "(control plane)", r["namespace"], r["name"],
+                  f"[{_STYLE.get(action.split()[-1], '')}]{action}[/]", ready, r["cassandraOperatorProgress"] or "-")
+    out.print(t)
+    for r in d["datacenters"]:
+        if r.get("error"):
+            out.print(f"[red]{r['name']}:[/] {r['error']}")
+        if r.get("diff"):
+            out.print(f"--- diff for {r['name']} ({r['context'] or 'control plane'})", markup=False)
+            out.print(r["diff"], markup=False, highlight=False)
+    if any(r["action"] == "waiting" for r in d["datacenters"]):
+        out.print("waiting: created only once every earlier datacenter is Ready (run again, or use --wait)")

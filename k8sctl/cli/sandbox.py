@@ -156,3 +156,47 @@ def stop_cluster_cmd(context: str, directory: Path = DirOption) -> None:
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     console(stderr=False).print(f"stopped {', '.join(sandbox_cluster.stop_cluster(directory.expanduser(), context))}")
+
+
+@app.command("apply")
+@handle_errors
+def apply_cmd(
+    context: str = typer.Option(..., "--context", help="Sandbox context to apply to, e.g. kind-k8ssandra-0."),
+    filename: Path = typer.Option(..., "-f", "--filename", help="YAML manifests (several documents allowed)."),
+    namespace: str = typer.Option("k8ssandra-operator", "-n", "--namespace", help="Namespace for namespaced objects without one."),
+    directory: Path = DirOption,
+) -> None:
+    """Server-side apply manifests to one sandbox cluster (the sandbox needs no kubectl)."""
+    from k8sctl.sandbox import tools
+
+    for line in tools.apply_file(directory.expanduser(), context, filename.expanduser(), namespace):
+        console(stderr=False).print(line)
+
+
+@app.command("datacenters")
+@handle_errors
+def datacenters_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
+    """List the CassandraDatacenters of every sandbox cluster."""
+    from k8sctl.sandbox import tools
+
+    rows = tools.list_datacenters(directory.expanduser())
+
+    def text(d):
+        from rich.table import Table
+
+        t = Table("context", "namespace", "name", "size", "ready")
+        for r in d["datacenters"]:
+            t.add_row(r["context"], r["namespace"], r["name"], str(r["size"]), "yes" if r["ready"] else "no")
+        console(stderr=False).print(t)
+
+    render({"datacenters": rows}, output, text)
+
+
+@app.command("mark-ready")
+@handle_errors
+def mark_ready_cmd(directory: Path = DirOption) -> None:
+    """Stand in for cass-operator: mark every CassandraDatacenter Ready (no Cassandra runs in the sandbox)."""
+    from k8sctl.sandbox import tools
+
+    for line in tools.mark_ready(directory.expanduser()):
+        console(stderr=False).print(line)
