@@ -81,7 +81,11 @@ def merge(cluster: Any, dc: Any, key: str | None = None) -> Any:
         for item in dc:
             k = item.get(item_key) if isinstance(item, dict) else None
             if k is not None and k in index:
-                out[index[k]] = merge(out[index[k]], item)
+                merged = merge(out[index[k]], item)
+                # An env var is a value or a source, never both (the API server rejects both).
+                if key == "env" and "valueFrom" in item:
+                    merged.pop("value", None)
+                out[index[k]] = merged
             else:
                 out.append(copy.deepcopy(item))
         return out
@@ -138,7 +142,9 @@ def canonical_hash(obj: dict) -> str:
 
 # --- config ------------------------------------------------------------------
 
-_JVM_FIELDS = {"heapSize": ("initial_heap_size", "max_heap_size"), "heapNewGenSize": ("heap_new_size",)}
+# K8ssandraCluster jvmOptions field -> cass-config keys (quantities in bytes).
+_JVM_FIELDS = {"heapSize": ("initial_heap_size", "max_heap_size"), "heap_initial_size": ("initial_heap_size",),
+               "heap_max_size": ("max_heap_size",), "heapNewGenSize": ("heap_new_size",)}
 
 
 def _config_json(config: dict, major: int) -> dict:

@@ -174,6 +174,20 @@ def test_shipped_crds_accept_what_upstream_accepts(tmp_path, control_plane_binar
         ours.create(kube.CASSANDRA_DATACENTER, object_config, "default", dry_run=True)
         with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte"):
             upstream.create(kube.CASSANDRA_DATACENTER, object_config, "default", dry_run=True)
+        # What `k8sctl reconcile` writes: every field passes the upstream schema but that one.
+        from k8sctl.datacenters import build_datacenters
+
+        fixtures = Path(__file__).parent.parent / "fixtures"
+        built = 0
+        for name in ("k8ssandracluster-demo.yaml", "k8ssandracluster-overrides.yaml"):
+            kc_doc = yaml.safe_load((fixtures / name).read_text())
+            kc_doc["metadata"]["namespace"] = "default"
+            for dc in build_datacenters(kc_doc):
+                ours.create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
+                without_config = {**dc.object, "spec": {k: v for k, v in dc.object["spec"].items() if k != "config"}}
+                upstream.create(kube.CASSANDRA_DATACENTER, without_config, "default", dry_run=True)
+                built += 1
+        assert built == 5
     finally:
         cluster.down(tmp_path / "upstream")
 

@@ -1,0 +1,178 @@
+"""The CassandraDatacenter builder against the operator's semantics (no cluster)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from k8sctl.datacenters import (HASH_ANNOTATION, SKIP_USER_CREATION, build_datacenters, canonical_hash,
+                                cleanup_for_kubernetes, merge, quantity_bytes)
+from k8sctl.errors import UsageError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
+
+
+def load(name: str, namespace: str = "k8ssandra-operator") -> dict:
+    doc = yaml.safe_load((FIXTURES / name).read_text())
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+def by_name(kc: dict) -> dict:
+    return {d.name: d for d in build_datacenters(kc)}
+
+
+def test_demo_three_datacenters():
+    dcs = build_datacenters(load("k8ssandracluster-demo.yaml"))
+    assert [(d.context, d.namespace, d.name) for d in dcs] == [
+        ("kind-k8ssandra-1", "k8ssandra-operator", "dc1"), ("kind-k8ssandra-2", "k8ssandra-operator", "dc2"),
+        ("kind-k8ssandra-3", "k8ssandra-operator", "dc3")]
+    first, second = dcs[0].object, dcs[1].object
+    spec = first["spec"]
+    assert spec["clusterName"] == "demo" and spec["serverType"] == "cassandra" and spec["size"] == 3
+    assert spec["superuserSecretName"] == "demo-superuser" and spec["stopped"] is False
+    assert spec["storageConfig"]["cassandraDataVolumeClaimSpec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert spec["config"]["cassandra-yaml"] == {"num_tokens": 16, "authenticator": "PasswordAuthenticator",
+                                                "authorizer": "CassandraAuthorizer", "role_manager": "CassandraRoleManager"}
+    opts = spec["config"]["cassandra-env-sh"]["additional-jvm-opts"]
+    assert opts == ["-Dcassandra.system_distributed_replication=dc1:3", "-Dcassandra.allow_alter_rf_during_range_movement=true"]
+    assert second["spec"]["config"]["cassandra-env-sh"]["additional-jvm-opts"] == [
+        "-Dcassandra.allow_alter_rf_during_range_movement=true"]
+    labels = first["metadata"]["labels"]
+    assert labels["k8ssandra.io/cluster-name"] == "demo" and labels["k8ssandra.io/cluster-namespace"] == "k8ssandra-operator"
+    assert labels["app.kubernetes.io/part-of"] == "k8ssandra"
+    assert SKIP_USER_CREATION not in first["metadata"]["annotations"]
+    assert second["metadata"]["annotations"][SKIP_USER_CREATION] == "true"
+    # MCAC is enabled in the example: no disabling env var, but the cassandra container is there.
+    assert first["spec"]["podTemplateSpec"]["spec"]["containers"] == [{"name": "cassandra"}]
+
+
+def test_hash_is_canonical_and_follows_changes():
+    kc = load("k8ssandracluster-demo.yaml")
+    a = build_datacenters(kc)[0]
+    obj = copy.deepcopy(a.object)
+    del obj["metadata"]["annotations"][HASH_ANNOTATION]
+    assert a.resource_hash == canonical_hash(obj) == build_datacenters(copy.deepcopy(kc))[0].resource_hash
+    kc["spec"]["cassandra"]["datacenters"][0]["size"] = 5
+    changed = build_datacenters(kc)
+    assert changed[0].resource_hash != a.resource_hash
+    assert changed[1].resource_hash == build_datacenters(load("k8ssandracluster-demo.yaml"))[1].resource_hash
+
+
+def test_cluster_and_datacenter_levels_merge():
+    dcs = by_name(load("k8ssandracluster-overrides.yaml", "db"))
+    east, west = dcs["east"].object, dcs["west"].object
+    assert east["spec"]["clusterName"] == "Over Rides" and east["spec"]["superuserSecretName"] == "overrides-superuser"
+    assert east["spec"]["datacenterName"] == "real-east" and "datacenterName" not in west["spec"]
+    assert east["spec"]["serverImage"] == "example.invalid/cassandra:4.1.5"
+    # racks merged by name: cluster order kept, dc values win, new racks appended
+    assert west["spec"]["racks"] == [{"name": "r1", "nodeAffinityLabels": {"zone": "a"}},
+                                     {"name": "r2", "nodeAffinityLabels": {"zone": "c"}}, {"name": "r3"}]
+    assert east["spec"]["racks"][1] == {"name": "r2", "nodeAffinityLabels": {"zone": "b"}}
+    assert west["spec"]["resources"] == {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"memory": "8Gi"}}
+    assert west["spec"]["config"]["cassandra-yaml"]["concurrent_reads"] == 32
+    assert west["spec"]["config"]["cassandra-yaml"]["concurrent_writes"] == 64
+    assert "concurrent_writes" not in east["spec"]["config"]["cassandra-yaml"]
+    assert west["spec"]["config"]["jvm-server-options"] == {"initial_heap_size": 512000000, "max_heap_size": 512000000}
+    assert west["spec"]["stopped"] is True and west["spec"]["size"] == 5
+    # dc labels, then cluster-level labels on top; cluster annotations on top
+    assert east["metadata"]["labels"]["region"] == "east" and east["metadata"]["labels"]["team"] == "storage"
+    assert east["metadata"]["annotations"]["owner"] == "ops" and east["metadata"]["namespace"] == "db"
+    # MCAC off by default (4.1.5 has the new metrics endpoint)
+    env = east["spec"]["podTemplateSpec"]["spec"]["containers"][0]["env"]
+    assert {"name": "MGMT_API_DISABLE_MCAC", "value": "true"} in env
+
+
+def test_cassandra_3_defaults_and_auth_off():
+    kc = load("k8ssandracluster-overrides.yaml")
+    kc["spec"]["cassandra"]["serverVersion"] = "3.11.14"
+    kc["spec"]["auth"] = False
+    east = by_name(kc)["east"].object["spec"]["config"]
+    assert east["cassandra-yaml"]["num_tokens"] == 256 and east["cassandra-yaml"]["start_rpc"] is False
+    assert east["cassandra-yaml"]["authenticator"] == "AllowAllAuthenticator"
+    assert east["jvm-options"]["max_heap_size"] == 512000000
+    assert east["cassandra-env-sh"]["additional-jvm-opts"] == ["-Dcassandra.system_distributed_replication=real-east:1"]
+
+
+def test_external_secrets_and_datacenters():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["secretsProvider"] = "external"
+    kc["spec"]["externalDatacenters"] = ["old-dc"]
+    dc1 = build_datacenters(kc)[0].object
+    assert dc1["spec"]["superuserSecretName"] == ""
+    assert set(dc1["metadata"]["annotations"]) == {SKIP_USER_CREATION, HASH_ANNOTATION}
+    assert "-Dcassandra.system_distributed_replication=dc1:3,old-dc:3" in dc1["spec"]["config"]["cassandra-env-sh"]["additional-jvm-opts"]
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c["spec"]["cassandra"].pop("serverVersion"), "template.ServerVersion is required"),
+    (lambda c: c["spec"]["cassandra"].pop("storageConfig"), "storageConfig is required"),
+    (lambda c: c["spec"]["cassandra"].pop("telemetry"), r"datacenters dc1, dc2, dc3: the new metrics endpoint"),
+    (lambda c: c["spec"]["cassandra"]["datacenters"][1]["metadata"].update(name="dc1"), "dc1 is listed more than once"),
+    (lambda c: c["spec"].pop("cassandra"), "has no spec.cassandra"),
+    (lambda c: c["spec"]["cassandra"].update(datacenters=[]), "lists no datacenters"),
+    (lambda c: c["spec"]["cassandra"]["config"].update({"cassandraYaml": {"commitlog_sync_period_in_ms": 1,
+                                                                          "commitlog_sync_batch_window_in_ms": 2}})
+     if c["spec"]["cassandra"].get("config") else c["spec"]["cassandra"].update(config={"cassandraYaml": {
+         "commitlog_sync_period_in_ms": 1, "commitlog_sync_batch_window_in_ms": 2}}), "mutually exclusive"),
+])
+def test_validation_errors(mutate, message):
+    kc = load("k8ssandracluster-demo.yaml")
+    mutate(kc)
+    with pytest.raises(UsageError, match=message):
+        build_datacenters(kc)
+
+
+def test_helpers():
+    assert quantity_bytes("512M") == 512_000_000 and quantity_bytes("1Gi") == 2**30 and quantity_bytes(64) == 64
+    with pytest.raises(UsageError, match="not a Kubernetes quantity"):
+        quantity_bytes("lots")
+    assert cleanup_for_kubernetes("demo") == "demo"
+    assert cleanup_for_kubernetes("E2E Test Cluster") == "e2etestcluster"
+    assert cleanup_for_kubernetes("My_Cluster") == "my-cluster"
+    assert merge({"a": 1, "b": {"c": 1}}, {"b": {"d": 2}, "e": False}) == {"a": 1, "b": {"c": 1, "d": 2}, "e": False}
+    assert merge({"x": True}, {"x": False}) == {"x": False}  # an explicit false wins
+    assert merge([1, 2], [3], "tolerations") == [3]  # lists are atomic unless keyed
+
+
+@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/samples not present")
+def test_upstream_samples():
+    docs = {p.stem: next(yaml.safe_load_all(p.read_text())) for p in SHARED.glob("*.yaml")}
+    with pytest.raises(UsageError, match="MCAC cannot be disabled"):
+        build_datacenters(docs["docs-multi-cluster-3dc"])  # the documented demo, as the operator sees it today
+    kind = build_datacenters(docs["k8ssandra-multi-kind"])
+    assert [d.context for d in kind] == ["", "kind-k8ssandra-1"]  # dc1 runs in the control plane
+    mixed = {d.name: d for d in build_datacenters(docs["fixture-multi-dc-mixed"])}
+    assert mixed["dc2"].object["spec"]["datacenterName"] == "real-dc2"
+    assert mixed["dc1"].object["spec"]["superuserSecretName"] == "e2etestcluster-superuser"
+    overrides = docs["docs-cluster-dc-level-3dc-overrides"]
+    overrides["spec"]["cassandra"]["telemetry"] = {"mcac": {"enabled": True}}
+    dcs = {d.name: d.object["spec"] for d in build_datacenters(overrides)}
+    dc1, dc3 = dcs["dc1"], dcs["dc3"]
+    # The merges the operator's documentation lists for this example:
+    assert dc3["serverVersion"] == "3.11.12" and dc1["serverVersion"] == "3.11.11"
+    assert dc3["resources"] == {"requests": {"cpu": "1000m", "memory": "1Gi"}, "limits": {"cpu": "2000m", "memory": "4Gi"}}
+    assert dc3["allowMultipleNodesPerWorker"] is False and dc1["allowMultipleNodesPerWorker"] is True
+    assert dc3["config"]["cassandra-yaml"]["commitlog_directory"] == "/var/lib/cassandra/commitlog"
+    assert dc3["config"]["cassandra-yaml"]["concurrent_reads"] == 4
+    assert dc3["config"]["jvm-options"] == {"initial_heap_size": 512_000_000, "max_heap_size": 1_024_000_000}
+    assert [r["name"] for r in dc3["racks"]] == ["rack1", "rack2", "rack3"]
+    assert dc3["racks"][0]["nodeAffinityLabels"] == {"topology.kubernetes.io/zone": "zone1",
+                                                      "topology.kubernetes.io/region": "europe"}
+    assert dc3["storageConfig"]["cassandraDataVolumeClaimSpec"]["storageClassName"] == "premium"
+    assert dc3["storageConfig"]["cassandraDataVolumeClaimSpec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert dc3["networking"] == {"hostNetwork": False} and dc1["networking"] == {"hostNetwork": True}
+    sidecar = next(c for c in dc3["podTemplateSpec"]["spec"]["containers"] if c["name"] == "my-sidecar")
+    assert sidecar["image"] == "my-sidecar:v.1.2.3"
+    assert sidecar["env"] == [{"name": "MY_SIDECAR_VAR", "valueFrom": {"secretKeyRef": {
+        "name": "my-sidecar-secret", "key": "my-sidecar-secret-key"}}}]
+    assert sidecar["volumeMounts"] == [{"mountPath": "/var/lib/my-sidecar", "name": "my-sidecar-data"}]
+    pvc = next(v for v in dc3["storageConfig"]["additionalVolumes"] if v["name"] == "commitlog-vol")
+    assert pvc["mountPath"] == "/var/lib/cassandra/commitlog" and pvc["pvcSpec"]["storageClassName"] == "premium"
+    assert pvc["pvcSpec"]["accessModes"] == ["ReadWriteOnce"]
+    cassandra = next(c for c in dc3["podTemplateSpec"]["spec"]["containers"] if c["name"] == "cassandra")
+    assert {"name": "MANAGEMENT_API_HEAP_SIZE", "value": str(128 * 2**20)} in cassandra["env"]
+    assert dc1["podTemplateSpec"]["spec"]["volumes"] == [{"name": "my-sidecar-data", "emptyDir": {}}]
