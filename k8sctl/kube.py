@@ -138,6 +138,7 @@ class KubeClient:
         self.context = context
         self.timeout = timeout
         cfg = configuration.Configuration()
+        _check_exec_plugin(config, context)
         try:
             loader = kube_config.KubeConfigLoader(config_dict=config, active_context=context,
                                                   config_base_path=base_path or None)
@@ -238,6 +239,15 @@ class KubeClient:
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
         self.request("DELETE", resource.path(namespace, name))
 
+    def whoami(self) -> str | None:
+        """The authenticated user name (SelfSubjectReview), or None on servers without that API."""
+        try:
+            review = self.request("POST", SELF_SUBJECT_REVIEW.path(),
+                                  {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        except NotFound:
+            return None
+        return ((review.get("status") or {}).get("userInfo") or {}).get("username")
+
     def api_versions(self, group: str) -> list[str]:
         """Versions of `group` this server serves ([] when the group is absent)."""
         try:
@@ -245,6 +255,18 @@ class KubeClient:
         except NotFound:
             return []
         return [v["version"] for v in doc.get("versions", [])]
+
+
+def _check_exec_plugin(config: dict, context: str) -> None:
+    """The client only logs a missing exec plugin and goes on without credentials: say it plainly."""
+    import shutil
+
+    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == context), {})
+    user = next((u.get("user") or {} for u in config.get("users") or [] if u.get("name") == ctx.get("user")), {})
+    command = (user.get("exec") or {}).get("command")
+    if command and shutil.which(command) is None:
+        raise UsageError(f"context {context!r} authenticates with exec plugin {command!r}, which is not installed "
+                         f"or not on PATH")
 
 
 def _first_line(e: Any) -> str:

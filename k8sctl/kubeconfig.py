@@ -9,6 +9,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -113,8 +114,20 @@ def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> C
     cluster = _named(doc, "clusters", cluster_name)
     if cluster is None or not cluster.get("server"):
         raise UsageError(f"context {name!r} in {source} refers to cluster {cluster_name!r}, which is missing or has no server")
+    _check_server(cluster["server"], f"cluster {cluster_name!r} in {source}")
     user = _named(doc, "users", user_name) or {}
     return ContextView(name, cluster_name, cluster, user_name, user, ctx.get("namespace"))
+
+
+def _check_server(server: str, where: str) -> None:
+    try:
+        parts = urlsplit(str(server))
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in str(server)
+        parts.port  # raises on an out-of-range or non-numeric port
+    except ValueError:
+        valid = False
+    if not valid:
+        raise UsageError(f"{where} has an invalid server URL {server!r}: expected https://HOST[:PORT]")
 
 
 def single_context(doc: dict, name: str) -> dict:

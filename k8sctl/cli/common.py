@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -32,9 +31,11 @@ def console(stderr: bool = True):
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    err = console()
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False) if sys.stderr.isatty() \
-        else print(f"error: {message}", file=sys.stderr)
+    """Print `error: message` on one line of stderr; return the Exit to raise."""
+    if sys.stderr.isatty():
+        console().print(f"[bold red]error:[/] {message}", markup=False if "[" in message else True)
+    else:
+        print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 
@@ -51,6 +52,13 @@ def handle_errors(fn: Callable) -> Callable:
             raise fail(" ".join(str(e).split()) or type(e).__name__, e.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as e:  # a bug, not a user error: still one line unless -v
+            if Globals.verbose:
+                raise
+            raise fail(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
+                       f"(run with -v for details and report it)", 1) from None
 
     return wrapper
 
@@ -69,10 +77,6 @@ def render(data: Any, output: Output, text: Callable[[Any], None]) -> None:
 
 def env() -> dict[str, str]:
     return dict(os.environ)
-
-
-def path_arg(p: Path | None) -> Path | None:
-    return p.expanduser() if p else None
 
 
 OutputOption = typer.Option(Output.text, "-o", "--output", help="Output format: text for people, json or yaml for scripts.")

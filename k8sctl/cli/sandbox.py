@@ -47,16 +47,20 @@ def binaries_cmd(output: Output = OutputOption) -> None:
         "etcdVersion": binaries.ETCD_VERSION,
         "binaries": bins.as_dict(),
         "sources": bins.sources,
+        "megabytes": round(sum(binaries.disk_usage(p) for p in (bins.etcd, bins.kube_apiserver,
+                                                                   bins.kube_controller_manager)) / 2**20),
         "seconds": round(time.monotonic() - t0, 1),
     }
 
     def text(d):
         from rich.table import Table
 
-        t = Table("binary", "path", "from")
+        t = Table("binary", "from")
+        t.add_column("path", overflow="fold")
         for name, path in d["binaries"].items():
-            t.add_row(name, path, d["sources"][name])
+            t.add_row(name, d["sources"][name], path)
         console(stderr=False).print(t)
+        console(stderr=False).print(f"{d['megabytes']} MB (Kubernetes {d['kubernetesVersion']}, etcd {d['etcdVersion']})")
 
     render(data, output, text)
 
@@ -72,11 +76,9 @@ def up_cmd(
     output: Output = OutputOption,
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
-    from k8sctl.errors import UsageError
     from k8sctl.sandbox import cluster as sandbox_cluster
 
-    if clusters < 1:
-        raise UsageError(f"--clusters must be at least 1 (got {clusters})")
+    sandbox_cluster.validate_up(clusters, prefix)  # before a possible build
     bins = _binaries()
     t0 = time.monotonic()
     update, stop = _progress()
@@ -107,12 +109,13 @@ def _clusters_table(d: dict) -> None:
     from rich.table import Table
 
     out = console(stderr=False)
-    t = Table("context", "server", "kubeconfig", *(["ready"] if "ready" in d["clusters"][0] else []))
+    t = Table("context", "server", *(["ready"] if "ready" in d["clusters"][0] else []))
+    t.add_column("kubeconfig", overflow="fold")
     for c in d["clusters"]:
-        row = [c["context"], c["server"], c["kubeconfig"]]
+        row = [c["context"], c["server"]]
         if "ready" in c:
             row.append("[green]yes[/]" if c["ready"] else "[red]no[/]")
-        t.add_row(*row)
+        t.add_row(*row, c["kubeconfig"])
     out.print(t)
     out.print(f"all contexts: export KUBECONFIG={d['kubeconfig']}")
     if "seconds" in d:

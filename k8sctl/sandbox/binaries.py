@@ -172,4 +172,7 @@ def ensure(cache_root: Path | None = None, assets_dir: str | None = None,
 
 
 def disk_usage(path: Path) -> int:
+    """Bytes used by a file, or by every file below a folder."""
+    if path.is_file():
+        return path.stat().st_size
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0

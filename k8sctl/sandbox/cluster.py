@@ -152,13 +152,17 @@ def _kcm_argv(bins: Binaries, pki: ClusterPKI, kubeconfig_path: Path, port: int)
     ]
 
 
-def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra",
-       progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0) -> SandboxState:
-    """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started."""
+def validate_up(clusters: int, prefix: str) -> None:
     if clusters < 1:
         raise UsageError(f"--clusters must be at least 1 (got {clusters})")
     if not prefix or not all(c.isalnum() or c == "-" for c in prefix):
         raise UsageError(f"--prefix {prefix!r} must be letters, digits and '-'")
+
+
+def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra",
+       progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0) -> SandboxState:
+    """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started."""
+    validate_up(clusters, prefix)
     _check_dir(directory)
     directory = directory.resolve()
     marker = _marker(directory)

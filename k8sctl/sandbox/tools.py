@@ -14,6 +14,7 @@ import yaml
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import UsageError
+from k8sctl.reconcile import ready_state
 from k8sctl.sandbox.cluster import ClusterInfo, SandboxState
 
 
@@ -54,10 +55,8 @@ def list_datacenters(directory: Path) -> list[dict]:
     rows = []
     for c, client in _clients(directory):
         for dc in client.request("GET", "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters").get("items", []):
-            status = dc.get("status") or {}
             rows.append({"context": c.context, "namespace": dc["metadata"]["namespace"], "name": dc["metadata"]["name"],
-                         "size": dc["spec"].get("size"),
-                         "ready": status.get("cassandraOperatorProgress") == "Ready"})
+                         "size": dc["spec"].get("size"), "ready": bool(ready_state(dc)[0])})
     return rows
 
 
@@ -73,7 +72,7 @@ def mark_ready(directory: Path) -> list[str]:
     done = []
     for c, client in _clients(directory):
         for dc in client.request("GET", "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters").get("items", []):
-            if (dc.get("status") or {}).get("cassandraOperatorProgress") == "Ready":
+            if ready_state(dc)[0]:
                 continue
             meta = dc["metadata"]
             client.request("PATCH", kube.CASSANDRA_DATACENTER.path(meta["namespace"], meta["name"], "status"),

@@ -99,8 +99,7 @@ def test_full_flow_with_legacy_token_secret(cli, sandbox, admins, tmp_path):
     assert "insecure-skip-tls-verify" not in stored["clusters"][0]["cluster"]
     # What the operator will do: build a client from the Secret and talk to the data plane as its SA.
     op = kube.KubeClient(stored, cc["spec"]["contextName"])
-    who = op.request("POST", kube.SELF_SUBJECT_REVIEW.path(), {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    assert who["status"]["userInfo"]["username"] == "system:serviceaccount:k8ssandra-operator:k8ssandra-operator"
+    assert op.whoami() == "system:serviceaccount:k8ssandra-operator:k8ssandra-operator"
     assert op.list(kube.CASSANDRA_DATACENTER, OPERATOR_NS) == []
 
     files = {p.name: p for p in out.iterdir()}
@@ -290,3 +289,23 @@ def test_token_never_filled_times_out(cli, sandbox, admins, namespace_factory):
     assert r.exit_code == 1, r.output
     assert "was not filled within 2s" in r.output
     assert admins[0].get_or_none(kube.SECRET, "nofill-config", OPERATOR_NS) is None
+
+
+@pytest.mark.parametrize("pod_ip, expected", [("10.89.0.5", "https://10.89.0.5:7443"), ("fd00::7", "https://[fd00::7]:7443")])
+def test_loopback_source_uses_the_apiserver_pod_ip(cli, admins, tmp_path, pod_ip, expected):
+    """No cluster-info: the kube-apiserver pod's IP and --secure-port, as kind's static pod has them."""
+    admin = admins[3]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "kube-apiserver-test", "namespace": "kube-system", "labels": {"component": "kube-apiserver"}},
+           "spec": {"containers": [{"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.37.2",
+                                    "command": ["kube-apiserver", "--secure-port=7443"]}]}}
+    admin.create(kube.POD, pod, "kube-system")
+    try:
+        admin.request("PATCH", kube.POD.path("kube-system", "kube-apiserver-test", "status"),
+                      {"status": {"podIP": pod_ip, "podIPs": [{"ip": pod_ip}]}},
+                      content_type="application/merge-patch+json")
+        doc = as_json(cli("-o", "json", "--dry-run", "--output-dir", str(tmp_path), src=3, in_cluster=False))
+    finally:
+        admin.request("DELETE", kube.POD.path("kube-system", "kube-apiserver-test"), query={"gracePeriodSeconds": "0"})
+    reg = doc["registrations"][0]
+    assert reg["server"] == expected and "kube-apiserver pod IP" in reg["serverReason"]

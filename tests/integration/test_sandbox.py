@@ -30,16 +30,10 @@ def token_client(c: cluster.ClusterInfo, token: str) -> kube.KubeClient:
     return kube.KubeClient(doc, "t")
 
 
-def whoami(client: kube.KubeClient) -> str:
-    review = client.request("POST", kube.SELF_SUBJECT_REVIEW.path(),
-                            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-    return review["status"]["userInfo"]["username"]
-
-
 def test_admin_kubeconfig_uses_verified_tls(sandbox, admins):
     version = admins[0].request("GET", "/version")
     assert version["gitVersion"] == "v1.37.2"
-    assert whoami(admins[0]) == "admin"
+    assert admins[0].whoami() == "admin"
     # Each cluster has its own CA: cluster 1's CA must not verify cluster 0's server.
     doc = kc.read_file(Path(sandbox.clusters[0].kubeconfig))
     other = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
@@ -96,7 +90,7 @@ def test_token_secret_is_filled_and_authenticates(sandbox, admins, namespace_fac
     k8ssandra.wait_token_filled(admin, ns, "legacy-token", timeout=30)
     secret = admin.get(kube.SECRET, "legacy-token", ns)
     token = base64.b64decode(secret["data"]["token"]).decode()
-    assert whoami(token_client(sandbox.clusters[2], token)) == f"system:serviceaccount:{ns}:legacy"
+    assert token_client(sandbox.clusters[2], token).whoami() == f"system:serviceaccount:{ns}:legacy"
     admin_doc = kc.read_file(Path(sandbox.clusters[2].kubeconfig))
     assert secret["data"]["ca.crt"] == admin_doc["clusters"][0]["cluster"]["certificate-authority-data"]
 
@@ -105,7 +99,7 @@ def test_token_request_authenticates(sandbox, admins):
     resp = admins[3].request("POST", kube.SERVICEACCOUNT.path("default", "default", "token"),
                              {"spec": {"expirationSeconds": 600}})
     assert resp["status"]["expirationTimestamp"]
-    assert whoami(token_client(sandbox.clusters[3], resp["status"]["token"])) == "system:serviceaccount:default:default"
+    assert token_client(sandbox.clusters[3], resp["status"]["token"]).whoami() == "system:serviceaccount:default:default"
 
 
 def test_kube_root_ca_matches_kubeconfig(sandbox, admins):
@@ -264,3 +258,21 @@ def test_cli_up_status_down(tmp_path, control_plane_binaries):
     assert down.returncode == 0 and not d.exists()
     gone = subprocess.run(k8sctl + ["sandbox", "status", "--dir", str(d)], env=env, capture_output=True, text=True)
     assert gone.returncode == 2 and "no sandbox in" in gone.stderr
+
+
+def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
+    import signal
+
+    d = tmp_path / "interrupted"
+    env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_binaries.kube_apiserver.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "k8sctl", "sandbox", "up", "--clusters", "3", "--dir", str(d)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not list((d / "run").glob("kube-apiserver-*.pid")):  # interrupt while API servers start
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert processes.running(d / "run", str(d.resolve())) == {}
+    assert not (d / "sandbox.json").exists()

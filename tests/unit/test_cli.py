@@ -33,3 +33,17 @@ def test_version_and_usage_errors():
 def test_sandbox_status_without_sandbox(tmp_path):
     r = CliRunner().invoke(app, ["sandbox", "status", "--dir", str(tmp_path / "none")])
     assert r.exit_code == 2 and "no sandbox in" in r.output
+
+
+def test_missing_binaries_without_go_is_explained(tmp_path, monkeypatch):
+    from k8sctl.errors import SandboxError
+    from k8sctl.sandbox import binaries
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `go` anywhere
+    try:
+        binaries.ensure(cache_root=tmp_path / "cache", assets_dir=None)
+    except SandboxError as e:
+        assert "Go is not installed" in str(e) and "KUBEBUILDER_ASSETS" in str(e)
+    else:
+        raise AssertionError("expected a SandboxError")
+    assert not (tmp_path / "cache" / binaries.cache_dir(tmp_path / "cache").name).exists()

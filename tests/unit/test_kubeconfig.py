@@ -101,3 +101,9 @@ def test_write_private_is_0600_and_atomic(tmp_path):
     kc.write_private(p, "x: 1\n")
     assert stat.S_IMODE(p.stat().st_mode) == 0o600 and p.read_text() == "x: 1\n"
     assert [f.name for f in p.parent.iterdir()] == ["secret.yaml"]  # no temp file left
+
+
+@pytest.mark.parametrize("server", ["https://exa mple:6443", "https://host:99999", "ftp://host", "no-scheme:6443"])
+def test_invalid_server_urls_are_usage_errors(server):
+    with pytest.raises(UsageError, match="invalid server URL"):
+        kc.select_context(config("c", server), "c")
