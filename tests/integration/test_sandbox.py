@@ -121,7 +121,7 @@ def test_k8ssandra_preparation(sandbox, admins):
     # The operator's Role is namespaced: nothing cluster-wide.
     secret = admin.get(kube.SECRET, "k8ssandra-operator-token", "k8ssandra-operator")
     op = token_client(sandbox.clusters[0], base64.b64decode(secret["data"]["token"]).decode())
-    assert op.list(kube.CASSANDRA_DATACENTER, "k8ssandra-operator") == []
+    assert isinstance(op.list(kube.CASSANDRA_DATACENTER, "k8ssandra-operator"), list)  # allowed: no 403
     with pytest.raises(kube.ApiError) as e:
         op.list(kube.CASSANDRA_DATACENTER, "default")
     assert e.value.status == 403
