@@ -75,7 +75,7 @@ def main() -> None:
     print(f"{'no-op re-run (median)':<22}{statistics.median(noop_walls):>10.3f}{noop_reqs['total']:>10}  "
           f"{ {k: v for k, v in noop_reqs.items() if k != 'total'} }")
     print(f"peak RSS of one k8sctl process: {rss / 1024:.1f} MiB")
-    print(f"k8sctl --help wall: {help_wall:.3f}s (one cold-ish run; see README for hyperfine)")
+    print(f"k8sctl --help wall: {help_wall:.3f}s (one run)")
 
 
 if __name__ == "__main__":
