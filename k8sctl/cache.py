@@ -8,7 +8,6 @@ the whole run. The reconcile code asks this cache by context name and nothing el
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import yaml
@@ -26,9 +25,6 @@ class BrokenClientConfig:
     reason: str
 
 
-ClientFactory = Callable[[dict, str], kube.KubeClient]
-
-
 class ClientCache:
     """One API client per context, created once and reused for the whole run."""
 
@@ -39,8 +35,7 @@ class ClientCache:
         self.broken = list(broken or [])
 
     @classmethod
-    def from_clientconfigs(cls, local: kube.KubeClient, namespace: str,
-                           client_factory: ClientFactory = kube.KubeClient) -> ClientCache:
+    def from_clientconfigs(cls, local: kube.KubeClient, namespace: str) -> ClientCache:
         items = _list_clientconfigs(local, namespace)
         remotes: dict[str, kube.KubeClient] = {}
         broken: list[BrokenClientConfig] = []
@@ -65,7 +60,7 @@ class ClientCache:
                 if not isinstance(doc, dict):
                     raise ValueError(f"Secret {namespace}/{secret_name} does not hold a kubeconfig")
                 kc.select_context(doc, context, f"the kubeconfig in Secret {secret_name}")
-                client = client_factory(kc.single_context(doc, context), context)
+                client = kube.KubeClient(kc.single_context(doc, context), context)
             except (ValueError, yaml.YAMLError, K8sctlError) as e:
                 broken.append(BrokenClientConfig(name, context, " ".join(str(e).split())))
                 continue

@@ -110,11 +110,6 @@ def redact_secret(manifest: dict) -> dict:
     return out
 
 
-def redact_kubeconfig(doc: dict) -> dict:
-    users = [{"name": u["name"], "user": {k: REDACTED for k in u.get("user", {})}} for u in doc.get("users", [])]
-    return {**doc, "users": users}
-
-
 def secret_action(existing: dict | None, desired: dict) -> str:
     if existing is None:
         return "created"
@@ -307,16 +302,15 @@ class Result:
 Progress = Callable[[str], None]
 
 
-def run(c: Completed, progress: Progress = lambda s: None,
-        client_factory: Callable[[dict, str, str], kube.KubeClient] = kube.KubeClient) -> Result:
+def run(c: Completed, progress: Progress = lambda s: None) -> Result:
     """Plan and verify every registration, then write artifacts and apply to the destination."""
     o = c.opts
-    dest = client_factory(kc.single_context(c.dest_doc, c.dest_view.name), c.dest_view.name, "")
+    dest = kube.KubeClient(kc.single_context(c.dest_doc, c.dest_view.name), c.dest_view.name)
     try:
         regs = []
         for ctx in c.src_contexts:
             progress(f"reading service account {o.serviceaccount} from {ctx}")
-            src = client_factory(kc.single_context(c.src_doc, ctx), ctx, c.src_base)
+            src = kube.KubeClient(kc.single_context(c.src_doc, ctx), ctx, c.src_base)
             try:
                 regs.append(_plan(c, ctx, src, progress))
             finally:

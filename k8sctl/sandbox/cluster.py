@@ -110,7 +110,9 @@ def _wait(what: str, check: Callable[[], bool], procs: list[processes.Started], 
         for p in procs:
             code = p.exit_code()
             if code is not None:
-                raise SandboxError(f"{p.name} exited at start (exit code {code}); read {p.log}")
+                why = " because its port was taken by another process (a port race: run again)" \
+                    if processes.bind_failure(p.log) else ""
+                raise SandboxError(f"{p.name} exited at start (exit code {code}){why}; read {p.log}")
         try:
             if check():
                 return

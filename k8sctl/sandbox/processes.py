@@ -3,6 +3,7 @@ stopped by pid file, so `down` works even after a crashed or interrupted `up`.""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,11 +26,41 @@ class Started:
         return None if pid_alive(self.pid) else -1
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free right now (the OS picks it; tiny race until the server binds it)."""
+    """A port free right now, chosen below the ephemeral range.
+
+    bind(0) would hand out an ephemeral port, and outgoing connections (API server
+    to etcd, controllers to API servers) draw from that same range, so one could
+    take the port before the server binds it. Below the range only listeners compete.
+    """
+    low, _ = _ephemeral_range()
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def bind_failure(log: Path) -> bool:
+    """Whether a process's log says its port was taken."""
+    try:
+        return "address already in use" in log.read_text(errors="replace")[-4000:].lower()
+    except OSError:
+        return False
 
 
 def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[str, str] | None = None) -> Started:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.cli import app
-from k8sctl.sandbox import cluster, k8ssandra
+from k8sctl.sandbox import k8ssandra
 
 from .conftest import BARE, V1ALPHA1
 

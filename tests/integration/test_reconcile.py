@@ -14,7 +14,6 @@ import yaml
 from typer.testing import CliRunner
 
 from k8sctl import clientconfigs, kube
-from k8sctl import kubeconfig as kc
 from k8sctl.cli import app
 from k8sctl.datacenters import HASH_ANNOTATION, build_datacenters
 from k8sctl.sandbox import cluster, k8ssandra

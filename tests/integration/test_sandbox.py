@@ -276,3 +276,17 @@ def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binarie
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert processes.running(d / "run", str(d.resolve())) == {}
     assert not (d / "sandbox.json").exists()
+
+
+def test_port_race_is_named(tmp_path, control_plane_binaries):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "kube-apiserver").write_text(
+        "#!/bin/sh\necho 'E1123 failed to listen: listen tcp 127.0.0.1:6443: bind: address already in use' >&2\nexit 1\n")
+    (fake / "kube-apiserver").chmod(0o755)
+    bins = type(control_plane_binaries)(control_plane_binaries.etcd, fake / "kube-apiserver",
+                                        control_plane_binaries.kube_controller_manager, {})
+    d = tmp_path / "race"
+    with pytest.raises(SandboxError, match=r"port was taken by another process \(a port race: run again\); read "):
+        cluster.up(d, 1, bins)
+    assert processes.running(d / "run", str(d.resolve())) == {}

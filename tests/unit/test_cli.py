@@ -47,3 +47,11 @@ def test_missing_binaries_without_go_is_explained(tmp_path, monkeypatch):
     else:
         raise AssertionError("expected a SandboxError")
     assert not (tmp_path / "cache" / binaries.cache_dir(tmp_path / "cache").name).exists()
+
+
+def test_free_ports_avoid_the_ephemeral_range():
+    from k8sctl.sandbox import processes
+
+    low, _ = processes._ephemeral_range()
+    ports = {processes.free_port() for _ in range(50)}
+    assert all(10000 <= p < max(low, 10001) for p in ports) and len(ports) > 40
