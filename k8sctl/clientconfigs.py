@@ -206,9 +206,13 @@ def validate(c: Completed) -> None:
         raise UsageError("--token-duration must be at least 600 seconds (the API server's minimum)")
     if o.server:
         o.server = validate_server(o.server, "--server")
-    if len(c.src_contexts) > 1 and (o.name or o.context_name or o.server or o.in_cluster_kubeconfig):
-        raise UsageError("--name, --context-name, --server and --in-cluster-kubeconfig name one cluster: "
-                         "give a single --src-context with them")
+    if len(c.src_contexts) > 1 and (o.name or o.context_name or o.server):
+        raise UsageError("--name, --context-name and --server name one cluster: give a single --src-context with them")
+    if c.in_cluster_doc is not None and len(c.src_contexts) > 1:
+        missing = [ctx for ctx in c.src_contexts if ctx not in kc.context_names(c.in_cluster_doc)]
+        if missing:
+            raise UsageError(f"--in-cluster-kubeconfig has no context {missing[0]!r}: with several --src-context it "
+                             f"must hold each of them by name")
     if len(set(c.src_contexts)) != len(c.src_contexts):
         raise UsageError("the same --src-context is given twice")
     if o.timeout <= 0:
@@ -438,10 +442,9 @@ def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient) -> 
     if o.server:
         return o.server, "--server"
     if c.in_cluster_doc is not None:
+        # The same context name, else (one source only) its current or only context.
         names = kc.context_names(c.in_cluster_doc)
-        ctx = view.name if view.name in names else None
-        if ctx is None and len(names) != 1 and not c.in_cluster_doc.get("current-context"):
-            raise UsageError(f"--in-cluster-kubeconfig has no context {view.name!r} and no current-context")
+        ctx = view.name if view.name in names else (names[0] if len(names) == 1 else None)
         in_view = kc.select_context(c.in_cluster_doc, ctx, "--in-cluster-kubeconfig")
         return validate_server(in_view.server, "--in-cluster-kubeconfig server"), \
             f"--in-cluster-kubeconfig (context {in_view.name})"

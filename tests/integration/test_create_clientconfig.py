@@ -214,6 +214,20 @@ def test_several_source_contexts_in_one_run(cli, sandbox, admins, tmp_path):
                                 "--dest-kubeconfig", str(merged), "--dest-context", "kind-k8ssandra-0",
                                 "--server", "https://192.0.2.10:6443", "-o", "json"])
     assert r.exit_code == 2 and "single --src-context" in r.output
+    # Several clusters in one run: each context's in-cluster address found by its name.
+    r = cli.runner.invoke(app, ["create-clientconfig", "--src-kubeconfig", str(merged),
+                                "--src-context", "kind-k8ssandra-2", "--src-context", "kind-k8ssandra-3",
+                                "--dest-kubeconfig", str(merged), "--dest-context", "kind-k8ssandra-0",
+                                "--in-cluster-kubeconfig", str(merged), "-o", "json",
+                                "--output-dir", str(tmp_path / "multi")])
+    doc = as_json(r)
+    assert [(g["name"], g["k8sContext"]) for g in doc["registrations"]] == [
+        ("kind-k8ssandra-2", "kind-k8ssandra-2"), ("kind-k8ssandra-3", "kind-k8ssandra-3")]
+    assert [actions(doc, i) for i in (0, 1)] == [["created", "created"]] * 2
+    assert doc["registrations"][1]["server"] == sandbox.clusters[3].server
+    for name in ("kind-k8ssandra-2", "kind-k8ssandra-3"):
+        assert admins[0].get(kube.clientconfig_resource("v1beta1"), name, OPERATOR_NS)["spec"]["contextName"] == name
+        cleanup(admins[0], name)
     env_file = tmp_path / "kc"
     env_file.write_text(merged.read_text())
     r = cli.runner.invoke(app, ["create-clientconfig", "--src-context", "kind-k8ssandra-2", "--src-context",

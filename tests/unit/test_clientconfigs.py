@@ -98,6 +98,7 @@ def test_complete_defaults(tmp_path):
     ({"server": "ftp://x"}, "not an https URL"),
     ({"src_contexts": ["data-1", "data-2"], "name": "x"}, "single --src-context"),
     ({"src_contexts": ["data-1", "data-1"]}, "given twice"),
+    ({"src_contexts": ["data-1", "data-2"], "server": "https://x:1"}, "single --src-context"),
     ({"name": "Bad_Name"}, "not a valid DNS-1123 name"),
     ({"timeout": 0}, "--timeout must be positive"),
 ])
@@ -119,3 +120,11 @@ def test_self_registration_is_refused(tmp_path):
 def test_no_source_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="--src-kubeconfig, --src-context"):
         cc.complete(cc.CreateOptions(), {"HOME": str(tmp_path)})
+
+
+def test_in_cluster_kubeconfig_must_hold_every_source_by_name(tmp_path):
+    in_cluster = _kubeconfig(tmp_path, "in", {"data-1": "https://172.18.0.2:6443"})
+    c = _complete(tmp_path, src_contexts=["data-1", "data-2"], in_cluster_kubeconfig=in_cluster)
+    with pytest.raises(UsageError, match="--in-cluster-kubeconfig has no context 'data-2'"):
+        cc.validate(c)
+    cc.validate(_complete(tmp_path, src_contexts=["data-1"], in_cluster_kubeconfig=in_cluster))
