@@ -217,13 +217,17 @@ def test_two_sandboxes_side_by_side(tmp_path, control_plane_binaries, sandbox):
         cluster.down(d)
 
 
-def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane_binaries):
+def with_fake_apiserver(tmp_path: Path, real, script: str):
+    """The real etcd and controller manager with a kube-apiserver that runs `script` (sh)."""
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "kube-apiserver").write_text("#!/bin/sh\necho 'boom: cannot start' >&2\nexit 3\n")
+    (fake / "kube-apiserver").write_text("#!/bin/sh\n" + script)
     (fake / "kube-apiserver").chmod(0o755)
-    bins = type(control_plane_binaries)(control_plane_binaries.etcd, fake / "kube-apiserver",
-                                        control_plane_binaries.kube_controller_manager, {})
+    return type(real)(real.etcd, fake / "kube-apiserver", real.kube_controller_manager, {})
+
+
+def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane_binaries):
+    bins = with_fake_apiserver(tmp_path, control_plane_binaries, "echo 'boom: cannot start' >&2\nexit 3\n")
     d = tmp_path / "crash"
     with pytest.raises(SandboxError, match=r"kube-apiserver-k8ssandra-0 exited at start \(exit code 3\); read .*kube-apiserver-k8ssandra-0.log"):
         cluster.up(d, 1, bins)
@@ -279,13 +283,9 @@ def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binarie
 
 
 def test_port_race_is_named(tmp_path, control_plane_binaries):
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "kube-apiserver").write_text(
-        "#!/bin/sh\necho 'E1123 failed to listen: listen tcp 127.0.0.1:6443: bind: address already in use' >&2\nexit 1\n")
-    (fake / "kube-apiserver").chmod(0o755)
-    bins = type(control_plane_binaries)(control_plane_binaries.etcd, fake / "kube-apiserver",
-                                        control_plane_binaries.kube_controller_manager, {})
+    bins = with_fake_apiserver(
+        tmp_path, control_plane_binaries,
+        "echo 'E1123 failed to listen: listen tcp 127.0.0.1:6443: bind: address already in use' >&2\nexit 1\n")
     d = tmp_path / "race"
     with pytest.raises(SandboxError, match=r"port was taken by another process \(a port race: run again\); read "):
         cluster.up(d, 1, bins)
