@@ -120,14 +120,27 @@ class Unreachable(ClusterError):
     """No HTTP answer at all: connection refused, DNS, TLS handshake, timeout."""
 
 
-def _import_client():
-    # Lazy: the kubernetes package costs ~0.4 s to import.
-    from kubernetes.client import api_client, configuration
-    from kubernetes.client.exceptions import ApiException
-    from kubernetes.config import kube_config
-    from kubernetes.config.config_exception import ConfigException
+_IMPORT_LOCK = threading.Lock()
+_CLIENT_MODULES: tuple | None = None
 
-    return api_client, configuration, kube_config, ApiException, ConfigException
+
+def _import_client():
+    """The kubernetes client modules, imported on first use (~0.4 s) and once.
+
+    Under a lock: first imports of this package from several threads at once (the
+    sandbox prepares clusters in parallel) trip Python's import deadlock detection.
+    """
+    global _CLIENT_MODULES
+    if _CLIENT_MODULES is None:
+        with _IMPORT_LOCK:
+            if _CLIENT_MODULES is None:
+                from kubernetes.client import api_client, configuration
+                from kubernetes.client.exceptions import ApiException
+                from kubernetes.config import kube_config
+                from kubernetes.config.config_exception import ConfigException
+
+                _CLIENT_MODULES = (api_client, configuration, kube_config, ApiException, ConfigException)
+    return _CLIENT_MODULES
 
 
 class KubeClient:

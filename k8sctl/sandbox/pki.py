@@ -21,51 +21,26 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 _VALIDITY = _dt.timedelta(days=365)
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.directory / name)
+
+
 @dataclass(frozen=True)
 class ClusterPKI:
     """Paths of one cluster's PKI files (all PEM)."""
 
     directory: Path
 
-    @property
-    def ca_cert(self) -> Path:
-        return self.directory / "ca.crt"
-
-    @property
-    def ca_key(self) -> Path:
-        return self.directory / "ca.key"
-
-    @property
-    def serving_cert(self) -> Path:
-        return self.directory / "apiserver.crt"
-
-    @property
-    def serving_key(self) -> Path:
-        return self.directory / "apiserver.key"
-
-    @property
-    def sa_key(self) -> Path:
-        return self.directory / "sa.key"
-
-    @property
-    def sa_pub(self) -> Path:
-        return self.directory / "sa.pub"
-
-    @property
-    def admin_cert(self) -> Path:
-        return self.directory / "admin.crt"
-
-    @property
-    def admin_key(self) -> Path:
-        return self.directory / "admin.key"
-
-    @property
-    def kcm_cert(self) -> Path:
-        return self.directory / "kcm.crt"
-
-    @property
-    def kcm_key(self) -> Path:
-        return self.directory / "kcm.key"
+    ca_cert = _file("ca.crt")
+    ca_key = _file("ca.key")
+    serving_cert = _file("apiserver.crt")
+    serving_key = _file("apiserver.key")
+    sa_key = _file("sa.key")       # signs service-account tokens (apiserver and token controller)
+    sa_pub = _file("sa.pub")
+    admin_cert = _file("admin.crt")  # CN=admin, O=system:masters
+    admin_key = _file("admin.key")
+    kcm_cert = _file("kcm.crt")      # CN=system:kube-controller-manager
+    kcm_key = _file("kcm.key")
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -94,6 +69,14 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    # EC keys sign only (no key encipherment); a CA also signs certificates and CRLs.
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+    )
+
+
 def _builder(subject: x509.Name, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
     now = _dt.datetime.now(_dt.timezone.utc)
     return (
@@ -119,14 +102,7 @@ def _leaf(
     b = (
         _builder(subject, ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -147,14 +123,7 @@ def generate_cluster_pki(directory: Path, cluster_name: str, hosts: list[str]) -
     ca_cert = (
         _builder(ca_subject, ca_subject, ca_key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )

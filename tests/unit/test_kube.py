@@ -39,3 +39,17 @@ def test_request_stats_count_writes():
     for m in ("GET", "PATCH", "POST", "GET"):
         stats.record(m)
     assert (stats.requests, stats.writes, stats.by_method) == (4, 2, {"GET": 2, "PATCH": 1, "POST": 1})
+
+
+def test_first_client_import_from_many_threads():
+    """Regression: parallel first use raised _DeadlockError (seen in `sandbox up --k8ssandra`)."""
+    import subprocess
+    import sys
+
+    code = ("import threading\nfrom k8sctl import kube\nerrors = []\n"
+            "def go():\n    try:\n        kube._import_client()\n    except Exception as e:\n        errors.append(repr(e))\n"
+            "ts = [threading.Thread(target=go) for _ in range(8)]\n[t.start() for t in ts]\n[t.join() for t in ts]\n"
+            "print('ERRORS', errors)")
+    for _ in range(5):  # a fresh interpreter each time: the race is on the first import
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+        assert "ERRORS []" in out
