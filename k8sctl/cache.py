@@ -60,7 +60,7 @@ class ClientCache:
                 if not isinstance(doc, dict):
                     raise ValueError(f"Secret {namespace}/{secret_name} does not hold a kubeconfig")
                 kc.select_context(doc, context, f"the kubeconfig in Secret {secret_name}")
-                client = kube.KubeClient(kc.single_context(doc, context), context)
+                client = kube.KubeClient(doc, context)
             except (ValueError, yaml.YAMLError, K8sctlError) as e:
                 broken.append(BrokenClientConfig(name, context, " ".join(str(e).split())))
                 continue

@@ -309,12 +309,12 @@ Progress = Callable[[str], None]
 def run(c: Completed, progress: Progress = lambda s: None) -> Result:
     """Plan and verify every registration, then write artifacts and apply to the destination."""
     o = c.opts
-    dest = kube.KubeClient(kc.single_context(c.dest_doc, c.dest_view.name), c.dest_view.name)
+    dest = kube.KubeClient(c.dest_doc, c.dest_view.name)
     try:
         regs = []
         for ctx in c.src_contexts:
             progress(f"reading service account {o.serviceaccount} from {ctx}")
-            src = kube.KubeClient(kc.single_context(c.src_doc, ctx), ctx, c.src_base)
+            src = kube.KubeClient(c.src_doc, ctx, c.src_base)
             try:
                 regs.append(_plan(c, ctx, src, progress))
             finally:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
 
+from k8sctl import kubeconfig as kc
 from k8sctl.errors import ClusterError, UsageError
 
 FIELD_MANAGER = "k8sctl"
@@ -144,14 +145,14 @@ def _import_client():
 
 
 class KubeClient:
-    """An API client bound to one context of one kubeconfig."""
+    """An API client bound to one context of a kubeconfig (checked with kubeconfig.select_context)."""
 
     def __init__(self, config: dict, context: str, base_path: str = "", timeout=DEFAULT_TIMEOUT):
         api_client, configuration, kube_config, _, config_exception = _import_client()
         self.context = context
         self.timeout = timeout
         cfg = configuration.Configuration()
-        _check_exec_plugin(config, context)
+        _check_exec_plugin(kc.select_context(config, context).user, context)
         try:
             loader = kube_config.KubeConfigLoader(config_dict=config, active_context=context,
                                                   config_base_path=base_path or None)
@@ -270,12 +271,10 @@ class KubeClient:
         return [v["version"] for v in doc.get("versions", [])]
 
 
-def _check_exec_plugin(config: dict, context: str) -> None:
+def _check_exec_plugin(user: dict, context: str) -> None:
     """The client only logs a missing exec plugin and goes on without credentials: say it plainly."""
     import shutil
 
-    ctx = next((c.get("context") or {} for c in config.get("contexts") or [] if c.get("name") == context), {})
-    user = next((u.get("user") or {} for u in config.get("users") or [] if u.get("name") == ctx.get("user")), {})
     command = (user.get("exec") or {}).get("command")
     if command and shutil.which(command) is None:
         raise UsageError(f"context {context!r} authenticates with exec plugin {command!r}, which is not installed "

@@ -130,21 +130,6 @@ def _check_server(server: str, where: str) -> None:
         raise UsageError(f"{where} has an invalid server URL {server!r}: expected https://HOST[:PORT]")
 
 
-def single_context(doc: dict, name: str) -> dict:
-    """The part of a kubeconfig that one context needs (what a client for it reads)."""
-    view = select_context(doc, name)
-    out = {
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": view.cluster_name, "cluster": view.cluster}],
-        "users": [{"name": view.user_name, "user": view.user}],
-        "contexts": [{"name": name, "context": {"cluster": view.cluster_name, "user": view.user_name}}],
-        "current-context": name,
-    }
-    if view.namespace:
-        out["contexts"][0]["context"]["namespace"] = view.namespace
-    return out
-
-
 def build_kubeconfig(*, cluster_name: str, server: str, ca_pem: bytes, user_name: str, token: str,
                      context_name: str, namespace: str | None = None) -> dict:
     """A kubeconfig with exactly one cluster, one bearer-token user and one context."""

@@ -40,7 +40,7 @@ def reconcile(
     doc = kc.load([kubeconfig.expanduser()] if kubeconfig else kc.default_paths(env()))
     view = kc.select_context(doc, context)
     ns = namespace or view.namespace or DEFAULT_NAMESPACE
-    local = kube.KubeClient(kc.single_context(doc, view.name), view.name)
+    local = kube.KubeClient(doc, view.name)
     status = console().status("reading ClientConfigs", spinner="dots")
     status.start()
     try:

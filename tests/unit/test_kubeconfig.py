@@ -90,12 +90,6 @@ def test_build_kubeconfig_has_one_of_each_and_a_ca():
         kc.build_kubeconfig(cluster_name="c", server="https://s:1", ca_pem=b" \n", user_name="u", token="t", context_name="x")
 
 
-def test_single_context_keeps_only_that_context():
-    doc = kc.merge([config("a", "https://a:1"), config("b", "https://b:1")])
-    one = kc.single_context(doc, "b")
-    assert kc.context_names(one) == ["b"] and one["clusters"][0]["cluster"]["server"] == "https://b:1"
-
-
 def test_write_private_is_0600_and_atomic(tmp_path):
     p = tmp_path / "d" / "secret.yaml"
     kc.write_private(p, "x: 1\n")
