@@ -82,8 +82,7 @@ def _normalized_server(server: str) -> str:
 
 
 def validate_server(server: str, flag: str) -> str:
-    parts = urlsplit(server)
-    if parts.scheme != "https" or not parts.hostname:
+    if not kc.is_server_url(server, ("https",)):
         raise UsageError(f"{flag} {server!r} is not an https URL like https://10.0.0.5:6443")
     return server.rstrip("/")
 

@@ -119,14 +119,18 @@ def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> C
     return ContextView(name, cluster_name, cluster, user_name, user, ctx.get("namespace"))
 
 
-def _check_server(server: str, where: str) -> None:
+def is_server_url(server: str, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    """Whether `server` is SCHEME://HOST[:PORT] with a valid port."""
     try:
         parts = urlsplit(str(server))
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and " " not in str(server)
         parts.port  # raises on an out-of-range or non-numeric port
     except ValueError:
-        valid = False
-    if not valid:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and " " not in str(server)
+
+
+def _check_server(server: str, where: str) -> None:
+    if not is_server_url(server):
         raise UsageError(f"{where} has an invalid server URL {server!r}: expected https://HOST[:PORT]")
 
 

@@ -43,6 +43,8 @@ def test_server_url_brackets_ipv6():
     assert cc.server_url("10.1.2.3", 443) == "https://10.1.2.3:443"
     with pytest.raises(UsageError, match="not an https URL"):
         cc.validate_server("10.1.2.3:6443", "--server")
+    with pytest.raises(UsageError, match="not an https URL"):
+        cc.validate_server("https://10.1.2.3:99999", "--server")
 
 
 def test_manifests_and_actions():
