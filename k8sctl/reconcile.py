@@ -49,6 +49,10 @@ class DatacenterReport:
     desired: dict = field(default_factory=dict, repr=False)
     existing: dict | None = field(default=None, repr=False)
 
+    @property
+    def where(self) -> str:
+        return f"{self.name} in {self.context or 'the control plane'}"
+
     def as_dict(self) -> dict:
         d = {"context": self.context, "namespace": self.namespace, "name": self.name, "action": self.action,
              "ready": self.ready, "cassandraOperatorProgress": self.progress}
@@ -154,7 +158,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         if r.existing is None:
             r.action = "create"
         elif (r.existing.get("spec") or {}).get("clusterName") != r.desired["spec"]["clusterName"]:
-            r.action, r.error = "error", (f"Cluster name cannot be changed: {r.name} in {r.context or 'the control plane'} "
+            r.action, r.error = "error", (f"Cluster name cannot be changed: {r.where} "
                                           f"has clusterName {r.existing['spec'].get('clusterName')!r}")
         elif ((r.existing.get("metadata") or {}).get("annotations") or {}).get(HASH_ANNOTATION) \
                 == r.desired["metadata"]["annotations"][HASH_ANNOTATION]:
@@ -192,27 +196,25 @@ def _apply(r: DatacenterReport, cache: ClientCache, opts: ReconcileOptions) -> N
         r.existing = cache.remote(r.context).apply(kube.CASSANDRA_DATACENTER, r.desired, force=opts.force_conflicts)
     except kube.ApiError as e:
         if e.status == 409:
-            raise ClusterError(f"{r.name} in {r.context or 'the control plane'}: fields are owned by another "
+            raise ClusterError(f"{r.where}: fields are owned by another "
                                f"manager ({e}); pass --force-conflicts to take them") from None
         raise
     r.ready, r.progress = ready_state(r.existing)
 
 
+_WRITES = {"create": ("creating", "created"), "update": ("updating", "updated")}
+
+
 def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOptions, progress: Progress) -> None:
-    def update(r: DatacenterReport) -> None:
-        progress(f"updating {r.name} in {r.context or 'the control plane'}")
+    def write(r: DatacenterReport) -> None:
+        doing, done = _WRITES[r.action]
+        progress(f"{doing} {r.where}")
         _apply(r, cache, opts)
-        r.action = "updated"
+        r.action = done
 
     # Updates are not gated; with --no-gate neither are creations.
-    _per_context([r for r in reports if r.action == "update"], update)
+    _per_context([r for r in reports if r.action == "update" or (r.action == "create" and not opts.gate)], write)
     if not opts.gate:
-        def create(r: DatacenterReport) -> None:
-            progress(f"creating {r.name} in {r.context or 'the control plane'}")
-            _apply(r, cache, opts)
-            r.action = "created"
-
-        _per_context([r for r in reports if r.action == "create"], create)
         return
     for i, r in enumerate(reports):
         if r.action != "create":
@@ -221,9 +223,7 @@ def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOp
             r.action = "waiting"
             continue
         try:
-            progress(f"creating {r.name} in {r.context or 'the control plane'}")
-            _apply(r, cache, opts)
-            r.action = "created"
+            write(r)
             if opts.wait:
                 _wait_ready(r, cache, opts, progress)
         except kube.ClusterError as e:
@@ -236,9 +236,9 @@ def _wait_ready(r: DatacenterReport, cache: ClientCache, opts: ReconcileOptions,
     while not r.ready:
         elapsed = time.monotonic() - t0
         if elapsed > opts.timeout:
-            raise ClusterError(f"{r.name} in {r.context or 'the control plane'} not Ready after {opts.timeout:.0f}s "
+            raise ClusterError(f"{r.where} not Ready after {opts.timeout:.0f}s "
                                f"(cassandraOperatorProgress: {r.progress or 'none'})")
-        progress(f"waiting for {r.name} in {r.context or 'the control plane'} to become Ready ({elapsed:.0f}s)")
+        progress(f"waiting for {r.where} to become Ready ({elapsed:.0f}s)")
         time.sleep(opts.poll_interval)
         r.existing = client.get(kube.CASSANDRA_DATACENTER, r.name, r.namespace)
         r.ready, r.progress = ready_state(r.existing)
