@@ -174,7 +174,7 @@ def _config_json(config: dict, major: int) -> dict:
 
 
 def _apply_defaults(config: dict, server_type: str, major: int, auth: bool, first: bool,
-                    dc_name: str, system_replication: str) -> dict:
+                    system_replication: str) -> dict:
     config = copy.deepcopy(config or {})
     yaml_cfg = config.setdefault("cassandraYaml", {})
     if server_type in ("cassandra", "hcd"):
@@ -324,8 +324,7 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
         if problems or invalid:
             continue
         major = parse_version(options["serverVersion"])[0]
-        dc_name = template.get("datacenterName") or name
-        config = _apply_defaults(options.get("config") or {}, server_type, major, auth, idx == 0, dc_name, replication)
+        config = _apply_defaults(options.get("config") or {}, server_type, major, auth, idx == 0, replication)
         dc_meta = template.get("metadata") or {}
         labels = {
             "app.kubernetes.io/name": "k8ssandra-operator",
