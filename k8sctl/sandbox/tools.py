@@ -18,9 +18,14 @@ from k8sctl.reconcile import ready_state
 from k8sctl.sandbox.cluster import ClusterInfo, SandboxState
 
 
-def _clients(directory: Path) -> Iterator[tuple[ClusterInfo, kube.KubeClient]]:
+_ALL_DATACENTERS = "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters"  # every namespace
+
+
+def _clients(directory: Path, only: str | None = None) -> Iterator[tuple[ClusterInfo, kube.KubeClient]]:
     state = SandboxState.load(directory.resolve())
     for c in state.clusters:
+        if only is not None and c.context != only:
+            continue
         client = kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context)
         try:
             yield c, client
@@ -28,21 +33,25 @@ def _clients(directory: Path) -> Iterator[tuple[ClusterInfo, kube.KubeClient]]:
             client.close()
 
 
+def _resource(doc: dict, filename: Path) -> kube.Resource:
+    kind = doc.get("kind", "")
+    if kind == "ClientConfig":
+        return kube.clientconfig_resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
+    if kind not in kube.BUILTIN:
+        raise UsageError(f"{filename}: kind {kind!r} is not one the sandbox applies")
+    return kube.BUILTIN[kind]
+
+
 def apply_file(directory: Path, context: str, filename: Path, namespace: str) -> list[str]:
     try:
         docs = [d for d in yaml.safe_load_all(filename.read_text()) if d]
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"cannot read manifests from {filename}: {e}") from None
-    for c, client in _clients(directory):
-        if c.context != context:
-            continue
+    # Every document is checked before the first is applied: nothing half-written.
+    resources = [_resource(doc, filename) for doc in docs]
+    for _, client in _clients(directory, only=context):
         done = []
-        for doc in docs:
-            resource = kube.BUILTIN.get(doc.get("kind", ""))
-            if doc.get("kind") == "ClientConfig":
-                resource = kube.clientconfig_resource(doc["apiVersion"].split("/")[1])
-            if resource is None:
-                raise UsageError(f"{filename}: kind {doc.get('kind')!r} is not one the sandbox applies")
+        for doc, resource in zip(docs, resources):
             if resource.namespaced:
                 doc.setdefault("metadata", {}).setdefault("namespace", namespace)
             client.apply(resource, doc, force=True)
@@ -54,7 +63,7 @@ def apply_file(directory: Path, context: str, filename: Path, namespace: str) ->
 def list_datacenters(directory: Path) -> list[dict]:
     rows = []
     for c, client in _clients(directory):
-        for dc in client.request("GET", "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters").get("items", []):
+        for dc in client.request("GET", _ALL_DATACENTERS).get("items", []):
             rows.append({"context": c.context, "namespace": dc["metadata"]["namespace"], "name": dc["metadata"]["name"],
                          "size": dc["spec"].get("size"), "ready": bool(ready_state(dc)[0])})
     return rows
@@ -71,7 +80,7 @@ def ready_status(dc: dict) -> dict:
 def mark_ready(directory: Path) -> list[str]:
     done = []
     for c, client in _clients(directory):
-        for dc in client.request("GET", "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters").get("items", []):
+        for dc in client.request("GET", _ALL_DATACENTERS).get("items", []):
             if ready_state(dc)[0]:
                 continue
             meta = dc["metadata"]

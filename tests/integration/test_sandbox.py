@@ -290,3 +290,22 @@ def test_port_race_is_named(tmp_path, control_plane_binaries):
     with pytest.raises(SandboxError, match=r"port was taken by another process \(a port race: run again\); read "):
         cluster.up(d, 1, bins)
     assert processes.running(d / "run", str(d.resolve())) == {}
+
+
+def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
+    from k8sctl.sandbox import tools
+
+    manifests = tmp_path / "m.yaml"
+    manifests.write_text(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}, "data": {"a": "1"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nope"}},
+    ]))
+    with pytest.raises(UsageError, match="kind 'Deployment' is not one the sandbox applies"):
+        tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default")
+    assert admins[4].get_or_none(kube.CONFIGMAP, "apply-check", "default") is None  # nothing half-written
+    manifests.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}}))
+    assert tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default") == [
+        "ConfigMap default/apply-check applied in kind-k8ssandra-4"]
+    assert admins[4].get(kube.CONFIGMAP, "apply-check", "default")["metadata"]["name"] == "apply-check"
+    with pytest.raises(UsageError, match="no context 'kind-none'"):
+        tools.apply_file(Path(sandbox.directory), "kind-none", manifests, "default")
