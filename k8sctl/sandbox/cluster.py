@@ -66,6 +66,9 @@ class SandboxState:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
+    def save(self) -> None:
+        (Path(self.directory) / STATE_FILE).write_text(self.to_json())
+
     @classmethod
     def load(cls, directory: Path) -> SandboxState:
         path = directory / STATE_FILE
@@ -244,7 +247,7 @@ def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout:
                             _kcm_argv(bins, p, p.directory / "kcm.kubeconfig", c.kcm_port), run_dir, log_dir, env)
             for c, p in zip(infos, pkis)]
     state = SandboxState(str(directory), prefix, etcd_url, infos)
-    (directory / STATE_FILE).write_text(state.to_json())
+    state.save()
 
     # The controller managers work once the token controller has given the `default`
     # service account of `default` and the CA publisher its kube-root-ca.crt.

@@ -80,6 +80,5 @@ def prepare_all(state, progress: Callable[[str], None] = lambda s: None) -> None
     progress(f"installing K8ssandra CRDs and operator identity in {len(state.clusters)} cluster(s)")
     with ThreadPoolExecutor(max_workers=min(8, len(state.clusters))) as pool:
         list(pool.map(lambda c: prepare(c.kubeconfig, c.context), state.clusters))
-    state_path = Path(state.directory) / "sandbox.json"
     state.k8ssandra = True
-    state_path.write_text(state.to_json())
+    state.save()
