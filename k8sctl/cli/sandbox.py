@@ -1,16 +1,28 @@
 """`k8sctl sandbox ...`: local Kubernetes control planes for trying and testing k8sctl."""
 from __future__ import annotations
 
+import enum
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
+from k8sctl.errors import UsageError
 
 app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True,
                   rich_markup_mode=None)
+
+
+
+class CassandraDatacenterCrd(str, enum.Enum):
+    """The names of k8sctl.sandbox.k8ssandra.CASSANDRADATACENTER_CRDS (kept here so --help imports nothing)."""
+
+    production = "production"
+    unpatched = "unpatched"
+
 
 DirOption = typer.Option(Path(".sandbox"), "--dir", help="Folder holding the sandbox's state, kubeconfigs and logs.")
 
@@ -72,23 +84,32 @@ def up_cmd(
     directory: Path = DirOption,
     prefix: str = typer.Option("k8ssandra", "--prefix", help="Cluster names are <prefix>-<i>, contexts kind-<prefix>-<i>."),
     k8ssandra: bool = typer.Option(False, "--k8ssandra", help="Prepare each cluster as if k8ssandra-operator were installed."),
+    cassandradatacenter_crd: Optional[CassandraDatacenterCrd] = typer.Option(
+        None, "--cassandradatacenter-crd", show_default=False,
+        help="With --k8ssandra, the CassandraDatacenter CRD form: 'production' (default; as cass-operator's "
+             "kustomization builds it: spec.config not in the schema, an object accepted) or 'unpatched' (its raw "
+             "config/crd/bases file, as some installs have it: spec.config a byte string, an object refused)."),
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
     output: Output = OutputOption,
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
     from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl.sandbox import k8ssandra as operator_install
 
     sandbox_cluster.validate_up(clusters, prefix)  # before a possible build
+    if cassandradatacenter_crd is not None and not k8ssandra:
+        raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
+    crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
     bins = _binaries()
     t0 = time.monotonic()
     update, stop = _progress()
+    if k8ssandra:
+        operator_install.parse_in_background(crd_form)
     try:
         state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update, timeout=timeout)
         if k8ssandra:
-            from k8sctl.sandbox import k8ssandra as operator_install
-
             try:
-                operator_install.prepare_all(state, progress=update)
+                operator_install.prepare_all(state, progress=update, cassandradatacenter_crd=crd_form)
             except BaseException:
                 sandbox_cluster.down(Path(state.directory))
                 raise
@@ -98,6 +119,7 @@ def up_cmd(
         "directory": state.directory,
         "kubeconfig": state.kubeconfig,
         "k8ssandra": k8ssandra,
+        "cassandraDatacenterCrd": crd_form if k8ssandra else None,
         "seconds": round(time.monotonic() - t0, 1),
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],

@@ -58,6 +58,7 @@ class SandboxState:
     etcd_url: str
     clusters: list[ClusterInfo]
     k8ssandra: bool = False
+    cassandradatacenter_crd: str | None = None  # with k8ssandra: which CassandraDatacenter CRD form
 
     @property
     def kubeconfig(self) -> str:

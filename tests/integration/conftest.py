@@ -1,9 +1,12 @@
 """One sandbox of real API servers for the whole test run.
 
 Clusters (contexts kind-k8ssandra-<i>):
-  0..3  prepared as k8ssandra-operator installs them (CRDs, namespace, SA, token Secret, Role)
+  0..3  prepared as k8ssandra-operator installs them (CRDs, namespace, SA, token Secret, Role),
+        with cass-operator's production CassandraDatacenter CRD
   4     bare: no K8ssandra CRDs, no operator (for "operator not installed" errors)
   5     the operator's identity but a ClientConfig CRD serving only v1alpha1 (old docs)
+  6     prepared like 0..3 but with cass-operator's unpatched CassandraDatacenter CRD
+        (its raw config/crd/bases file: spec.config a byte string, as some installs have it)
 Tests isolate themselves by namespace or by object name.
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -23,6 +27,8 @@ SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PREPARED = [0, 1, 2, 3]
 BARE = 4
 V1ALPHA1 = 5
+UNPATCHED = 6
+CLUSTERS = 7
 
 
 @pytest.fixture(scope="session")
@@ -33,22 +39,30 @@ def control_plane_binaries() -> binaries.Binaries:
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
     directory = tmp_path_factory.mktemp("sandbox")
-    state = cluster.up(directory, 6, control_plane_binaries)
+    state = cluster.up(directory, CLUSTERS, control_plane_binaries)
     try:
-        for i in PREPARED:
-            c = state.clusters[i]
-            k8ssandra.prepare(c.kubeconfig, c.context)
-        c = state.clusters[V1ALPHA1]
-        client = admin_client(c)
+        crd_forms = {**{i: "production" for i in PREPARED}, UNPATCHED: "unpatched"}
+        with ThreadPoolExecutor(max_workers=len(crd_forms) + 1) as pool:
+            done = [pool.submit(k8ssandra.prepare, state.clusters[i].kubeconfig, state.clusters[i].context, form)
+                    for i, form in crd_forms.items()]
+            done.append(pool.submit(_prepare_v1alpha1, state.clusters[V1ALPHA1]))
+            for f in done:
+                f.result()
+        yield state
+    finally:
+        cluster.down(directory)
+
+
+def _prepare_v1alpha1(c: cluster.ClusterInfo) -> None:
+    client = admin_client(c)
+    try:
         crds = k8ssandra.crd_documents()
         old = [_as_v1alpha1(d) for d in crds if d["spec"]["group"] == "config.k8ssandra.io"]
         k8ssandra.install_crds(client, old)
         k8ssandra.install_operator_identity(client)
         k8ssandra.wait_token_filled(client, k8ssandra.OPERATOR_NAMESPACE, "k8ssandra-operator-token")
-        client.close()
-        yield state
     finally:
-        cluster.down(directory)
+        client.close()
 
 
 def _as_v1alpha1(crd: dict) -> dict:

@@ -18,7 +18,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError
 from k8sctl.sandbox import cluster, k8ssandra, processes
 
-from .conftest import SHARED, admin_client
+from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
 
 
 def token_client(c: cluster.ClusterInfo, token: str) -> kube.KubeClient:
@@ -45,7 +45,7 @@ def test_admin_kubeconfig_uses_verified_tls(sandbox, admins):
 
 def test_kubeconfig_files_and_contexts(sandbox):
     merged = kc.read_file(Path(sandbox.kubeconfig))
-    assert kc.context_names(merged) == [f"kind-k8ssandra-{i}" for i in range(6)]
+    assert kc.context_names(merged) == [f"kind-k8ssandra-{i}" for i in range(CLUSTERS)]
     for c in sandbox.clusters:
         path = Path(c.kubeconfig)
         assert path.name == f"{c.name}.yaml" and path.parent.name == "kubeconfigs"
@@ -135,55 +135,75 @@ def _sample_objects() -> list[dict]:
     return [d for d in docs if d.get("kind") in ("K8ssandraCluster", "ClientConfig", "CassandraDatacenter")]
 
 
-@pytest.mark.skipif(not (SHARED / "crds").is_dir(), reason="../shared/crds not present")
-def test_shipped_crds_accept_what_upstream_accepts(tmp_path, control_plane_binaries):
-    """Our trimmed CRDs and the upstream ones accept (and reject) the same objects."""
-    state = cluster.up(tmp_path / "upstream", 2, control_plane_binaries)
-    try:
-        ours, upstream = admin_client(state.clusters[0]), admin_client(state.clusters[1])
-        k8ssandra.install_crds(ours, k8ssandra.crd_documents())
-        k8ssandra.install_crds(upstream, k8ssandra.crd_documents(SHARED / "crds"))
-        objects = _sample_objects()
-        bad_size = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "bad"},
-                    "spec": {"cassandra": {"serverVersion": "4.0.1", "datacenters": [{"metadata": {"name": "dc1"}, "size": 0}]}}}
-        bad = [bad_size]
-        assert len(objects) >= 3
-        for obj in objects + bad:
-            resource = kube.clientconfig_resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
-            results = []
-            for client in (ours, upstream):
-                try:
-                    client.create(resource, obj, "default", dry_run=True)
-                    results.append("accepted")
-                except kube.ApiError as e:
-                    results.append(f"rejected {e.status}; {e}")
-            verdicts = [r.split(";")[0] for r in results]
-            assert verdicts[0] == verdicts[1], (obj["metadata"]["name"], results)
-            assert verdicts[0] == ("rejected 422" if any(obj is b for b in bad) else "accepted"), results
-        # The one deliberate difference (hack/trim-crds.py): upstream types spec.config as
-        # string/format byte and this API server rejects the JSON object cass-operator reads
-        # (k8ssandra-operator#1613); the sandbox's CRD accepts it.
-        cassdc = next(o for o in objects if o["kind"] == "CassandraDatacenter")
-        object_config = {**cassdc, "spec": {**cassdc["spec"], "config": {"cassandra-yaml": {"num_tokens": 16}}}}
-        ours.create(kube.CASSANDRA_DATACENTER, object_config, "default", dry_run=True)
-        with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte"):
-            upstream.create(kube.CASSANDRA_DATACENTER, object_config, "default", dry_run=True)
-        # What `k8sctl reconcile` writes: every field passes the upstream schema but that one.
-        from k8sctl.datacenters import build_datacenters
+# What kube-apiserver adds to a CRD's spec when it stores one (nothing else may differ).
+CRD_SERVER_DEFAULTS = {"conversion": {"strategy": "None"}}
 
-        fixtures = Path(__file__).parent.parent / "fixtures"
-        built = 0
-        for name in ("k8ssandracluster-demo.yaml", "k8ssandracluster-overrides.yaml"):
-            kc_doc = yaml.safe_load((fixtures / name).read_text())
-            kc_doc["metadata"]["namespace"] = "default"
-            for dc in build_datacenters(kc_doc):
-                ours.create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
-                without_config = {**dc.object, "spec": {k: v for k, v in dc.object["spec"].items() if k != "config"}}
-                upstream.create(kube.CASSANDRA_DATACENTER, without_config, "default", dry_run=True)
-                built += 1
-        assert built == 5
-    finally:
-        cluster.down(tmp_path / "upstream")
+
+def test_sandbox_crds_equal_the_vendored_files(sandbox, admins):
+    """What the sandbox's clusters serve is the vendored CRDs field for field: no hand edit creeps back."""
+    for index, form in ((0, "production"), (UNPATCHED, "unpatched")):
+        files = k8ssandra.crd_files(form)
+        live_names = {c["metadata"]["name"] for c in admins[index].list(kube.CRD)}
+        assert live_names == {d["metadata"]["name"] for d in k8ssandra.crd_documents(form)}
+        for path, vendored in zip(files, k8ssandra.crd_documents(form)):
+            live = admins[index].get(kube.CRD, vendored["metadata"]["name"])
+            assert live["spec"] == {**CRD_SERVER_DEFAULTS, **vendored["spec"]}, path
+            assert live["metadata"].get("annotations") == vendored["metadata"].get("annotations"), path
+            assert set(vendored) == {"apiVersion", "kind", "metadata", "spec"}, path
+    schemas = {}
+    for index in (0, UNPATCHED):
+        crd = admins[index].get(kube.CRD, "cassandradatacenters.cassandra.datastax.com")
+        schemas[index] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert "config" not in schemas[0]["properties"]
+    assert schemas[UNPATCHED]["properties"]["config"]["format"] == "byte"
+
+
+def _datacenter(**spec) -> dict:
+    dc = yaml.safe_load((Path(__file__).parent.parent / "fixtures" / "cassandradatacenter.yaml").read_text())
+    dc["spec"].update(spec)
+    return dc
+
+
+def test_unpatched_crd_refuses_an_inline_config_object(sandbox, admins):
+    """The production CRD accepts the object cass-operator reads in spec.config; the unpatched one refuses it."""
+    inline = _datacenter(config={"cassandra-yaml": {"num_tokens": 16}})
+    admins[0].create(kube.CASSANDRA_DATACENTER, inline, "default", dry_run=True)
+    with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte") as refused:
+        admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, inline, "default", dry_run=True)
+    assert refused.value.status == 422
+    # configSecret, the way through, is accepted by both.
+    for index in (0, UNPATCHED):
+        admins[index].create(kube.CASSANDRA_DATACENTER, _datacenter(configSecret="dc1-config"), "default", dry_run=True)
+    # What `k8sctl reconcile` builds: accepted by the production CRD; on the unpatched one
+    # refused for spec.config only.
+    from k8sctl.datacenters import build_datacenters
+
+    built = 0
+    for name in ("k8ssandracluster-demo.yaml", "k8ssandracluster-overrides.yaml"):
+        kc_doc = yaml.safe_load((Path(__file__).parent.parent / "fixtures" / name).read_text())
+        kc_doc["metadata"]["namespace"] = "default"
+        for dc in build_datacenters(kc_doc):
+            assert isinstance(dc.object["spec"]["config"], dict)
+            admins[0].create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
+            with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte"):
+                admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
+            without_config = {**dc.object, "spec": {k: v for k, v in dc.object["spec"].items() if k != "config"}}
+            admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, without_config, "default", dry_run=True)
+            built += 1
+    assert built == 5
+
+
+def test_production_crds_accept_the_upstream_samples(sandbox, admins):
+    objects = _sample_objects()
+    assert len(objects) >= 3
+    for obj in objects:
+        resource = kube.clientconfig_resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
+        admins[0].create(resource, obj, "default", dry_run=True)
+    bad_size = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "bad"},
+                "spec": {"cassandra": {"serverVersion": "4.0.1", "datacenters": [{"metadata": {"name": "dc1"}, "size": 0}]}}}
+    with pytest.raises(kube.ApiError) as refused:
+        admins[0].create(kube.K8SSANDRA_CLUSTER, bad_size, "default", dry_run=True)
+    assert refused.value.status == 422 and "size" in str(refused.value)
 
 
 def _port_open(port: int) -> bool:
