@@ -28,22 +28,18 @@ DirOption = typer.Option(Path(".sandbox"), "--dir", help="Folder holding the san
 
 
 def _progress():
-    """A spinner on stderr; returns (callback, stop)."""
-    status = console().status("starting", spinner="dots")
-    status.start()
-    t0 = time.monotonic()
-    return (lambda msg: status.update(f"{msg} [dim]({time.monotonic() - t0:.0f}s)[/]")), status.stop
+    """Steps on stderr (a spinner on a terminal, else one line each); returns (callback, stop)."""
+    from k8sctl.cli.progress import StepReporter
+
+    reporter = StepReporter()
+    return reporter, reporter.close
 
 
-def _binaries(allow_build: bool = True):
+def _binaries(progress, allow_build: bool = True):
     from k8sctl.sandbox import binaries
 
-    update, stop = _progress()
-    try:
-        return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None,
-                               progress=update, allow_build=allow_build)
-    finally:
-        stop()
+    return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None,
+                           progress=progress, allow_build=allow_build)
 
 
 @app.command("binaries")
@@ -53,7 +49,11 @@ def binaries_cmd(output: Output = OutputOption) -> None:
     from k8sctl.sandbox import binaries
 
     t0 = time.monotonic()
-    bins = _binaries()
+    update, stop = _progress()
+    try:
+        bins = _binaries(update)
+    finally:
+        stop()
     data = {
         "kubernetesVersion": binaries.KUBERNETES_VERSION,
         "etcdVersion": binaries.ETCD_VERSION,
@@ -100,12 +100,12 @@ def up_cmd(
     if cassandradatacenter_crd is not None and not k8ssandra:
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
-    bins = _binaries()
-    t0 = time.monotonic()
     update, stop = _progress()
-    if k8ssandra:
-        operator_install.parse_in_background(crd_form)
     try:
+        bins = _binaries(update)
+        t0 = time.monotonic()
+        if k8ssandra:
+            operator_install.parse_in_background(crd_form)
         state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update, timeout=timeout)
         if k8ssandra:
             try:

@@ -108,7 +108,6 @@ def _go_build(module: str, packages: list[str], output: str, work: Path,
         shutil.copy2(GOMOD_DIR / module / f, src / f)
     env = dict(os.environ, CGO_ENABLED="0")
     cmd = ["go", "build", "-trimpath", *extra_args, "-o", output, *packages]
-    progress(f"go build {' '.join(p.rsplit('/', 1)[-1] for p in packages)}")
     with open(log, "ab") as logf:
         logf.write(("$ " + " ".join(cmd) + "\n").encode())
         logf.flush()
@@ -127,17 +126,25 @@ def build(cache_root: Path, progress: Callable[[str], None] = lambda s: None) ->
     target = cache_dir(cache_root)
     cache_root.mkdir(parents=True, exist_ok=True)
     with open(cache_root / ".build.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another k8sctl that is building the same binaries into {target}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if all(_executable(target / n) for n in NAMES):
             return target
         log = cache_root / "build.log"
         log.write_text("")
+        progress(f"first run: building the control plane from Go modules into {target} "
+                 f"(about 7 minutes on 2 cores, once); log: {log}")
         # Build into a temporary folder and rename at the end, so an interrupted
         # build never leaves a half-written cache behind.
         with tempfile.TemporaryDirectory(dir=cache_root, prefix=".build-") as tmp:
             work, out = Path(tmp) / "src", Path(tmp) / "bin"
             out.mkdir()
+            progress(f"go build etcd {ETCD_VERSION} (step 1 of 2)")
             _go_build("etcd", ["go.etcd.io/etcd/server/v3"], str(out / "etcd"), work, ["-ldflags", "-s -w"], log, progress)
+            progress(f"go build kube-apiserver and kube-controller-manager {KUBERNETES_VERSION} (step 2 of 2)")
             _go_build(
                 "kubernetes",
                 ["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"],
@@ -151,6 +158,7 @@ def build(cache_root: Path, progress: Callable[[str], None] = lambda s: None) ->
             if target.exists():
                 shutil.rmtree(target)
             out.rename(target)
+            progress(f"built {', '.join(NAMES)} ({disk_usage(target) // 2**20} MB) into {target}")
     return target
 
 
