@@ -83,10 +83,6 @@ class SandboxState:
         return cls(**doc)
 
 
-def _marker(directory: Path) -> str:
-    return str(directory.resolve())
-
-
 def _check_dir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -171,15 +167,14 @@ def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra"
     validate_up(clusters, prefix)
     _check_dir(directory)
     directory = directory.resolve()
-    marker = _marker(directory)
     run_dir, log_dir = directory / "run", directory / "logs"
-    if processes.running(run_dir, marker):
+    if processes.running(run_dir):
         raise UsageError(f"a sandbox is already running in {directory}: run 'k8sctl sandbox down --dir {directory}' first")
     _remove_state(directory)  # leftovers of a crashed run
     try:
         return _up(directory, clusters, bins, prefix, progress, timeout, run_dir, log_dir)
     except BaseException:
-        processes.stop_all(run_dir, marker, grace=5, order=STOP_ORDER)
+        processes.stop_all(run_dir, grace=5, order=STOP_ORDER)
         _remove_state(directory)
         raise
 
@@ -265,7 +260,7 @@ def status(directory: Path) -> tuple[SandboxState, dict[str, int], dict[str, boo
     """The sandbox's state, its live processes, and which API servers answer /readyz."""
     directory = directory.resolve()
     state = SandboxState.load(directory)
-    live = processes.running(directory / "run", _marker(directory))
+    live = processes.running(directory / "run")
     ready = {}
     for c in state.clusters:
         pki = ClusterPKI(directory / "clusters" / c.name)
@@ -281,7 +276,7 @@ def down(directory: Path) -> list[str]:
     directory = directory.resolve()
     if not directory.exists():
         raise UsageError(f"no sandbox in {directory}: the folder does not exist")
-    stopped = processes.stop_all(directory / "run", _marker(directory), order=STOP_ORDER)
+    stopped = processes.stop_all(directory / "run", order=STOP_ORDER)
     _remove_state(directory)
     try:
         directory.rmdir()  # only if nothing else was in it
@@ -297,7 +292,7 @@ def stop_cluster(directory: Path, context: str) -> list[str]:
     names = [n for c in state.clusters if c.context == context for n in c.processes]
     if not names:
         raise UsageError(f"no cluster with context {context!r} in {directory}")
-    return processes.stop_all(directory / "run", _marker(directory), names=names, order=STOP_ORDER)
+    return processes.stop_all(directory / "run", names=names, order=STOP_ORDER)
 
 
 def _remove_state(directory: Path) -> None:

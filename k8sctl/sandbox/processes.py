@@ -1,9 +1,17 @@
 """Background processes of a sandbox: started with a pid file and a log file,
-stopped by pid file, so `down` works even after a crashed or interrupted `up`."""
+stopped by pid file, so `down` works even after a crashed or interrupted `up`.
+
+A pid file records the pid, the process's start time and its exact command line. A
+process is this sandbox's only if all three still match: pids get reused, and another
+sandbox's processes have command lines that look alike (a folder name can contain
+another's).
+"""
 from __future__ import annotations
 
+import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -63,6 +71,51 @@ def bind_failure(log: Path) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class ProcessRecord:
+    """What a pid file says: enough to tell this very process from a later one with its pid."""
+
+    pid: int
+    start_time: int  # clock ticks after boot (/proc/<pid>/stat field 22)
+    argv: tuple[str, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"pid": self.pid, "startTime": self.start_time, "argv": list(self.argv)}) + "\n"
+
+    @classmethod
+    def read(cls, pidfile: Path) -> ProcessRecord | None:
+        """The record, or None if the file is missing, damaged or of an older format (not provably ours)."""
+        try:
+            doc = json.loads(pidfile.read_text())
+            return cls(int(doc["pid"]), int(doc["startTime"]), tuple(str(a) for a in doc["argv"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def start_time(pid: int) -> int | None:
+    """When `pid` started, in clock ticks after boot; None if there is no such process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def command_line(pid: int) -> tuple[str, ...] | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    return tuple(a.decode(errors="surrogateescape") for a in raw.split(b"\0")[:-1])
+
+
+def is_same_process(record: ProcessRecord) -> bool:
+    """Whether record.pid is still the process the record was written for."""
+    return (pid_alive(record.pid) and start_time(record.pid) == record.start_time
+            and command_line(record.pid) == record.argv)
+
+
 def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[str, str] | None = None) -> Started:
     """Start `argv` in its own session (it outlives this CLI), logging to log_dir/name.log."""
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +126,10 @@ def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[st
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, **(env or {})},
         )
-    (run_dir / f"{name}.pid").write_text(f"{p.pid}\n")
+    # Popen returns once the program is exec'd: its start time and command line are final.
+    started = start_time(p.pid)
+    if started is not None:
+        (run_dir / f"{name}.pid").write_text(ProcessRecord(p.pid, started, tuple(argv)).to_json())
     return Started(name, p.pid, log, p)
 
 
@@ -92,68 +148,101 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def _owned(pid: int, marker: str) -> bool:
-    # Only stop a pid whose command line names this sandbox's folder: pids get reused.
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return marker.encode() in f.read()
-    except OSError:
-        return False
+def running(run_dir: Path, marker: str | None = None) -> dict[str, int]:
+    """Processes of this sandbox that are still alive, by name.
+
+    `marker` is no longer used (ownership is the pid file's record); kept so callers still work.
+    """
+    return {name: record.pid for name, record in _live_records(run_dir).items()}
 
 
-def running(run_dir: Path, marker: str) -> dict[str, int]:
-    """Processes of this sandbox that are still alive, by name."""
+def _live_records(run_dir: Path) -> dict[str, ProcessRecord]:
     out = {}
     if run_dir.is_dir():
         for pidfile in sorted(run_dir.glob("*.pid")):
-            try:
-                pid = int(pidfile.read_text().strip())
-            except ValueError:
-                continue
-            if pid_alive(pid) and _owned(pid, marker):
-                out[pidfile.stem] = pid
+            record = ProcessRecord.read(pidfile)
+            if record is not None and is_same_process(record):
+                out[pidfile.stem] = record
     return out
 
 
-def stop_all(run_dir: Path, marker: str, grace: float = 10.0, names: list[str] | None = None,
+def stop_all(run_dir: Path, marker: str | None = None, grace: float = 10.0, names: list[str] | None = None,
              order: tuple[str, ...] = ()) -> list[str]:
     """Stop live processes (or those in `names`): SIGTERM, then SIGKILL after `grace` seconds.
+
+    Only processes whose pid file's record still matches are signalled (see `running`).
 
     Processes whose names start with order[0] stop first, then order[1], ...: a server
     whose storage disappears first hangs in its graceful shutdown.
     """
-    procs = {n: p for n, p in running(run_dir, marker).items() if names is None or n in names}
+    procs = {n: r for n, r in _live_records(run_dir).items() if names is None or n in names}
 
     def tier(name: str) -> int:
         return next((i for i, prefix in enumerate(order) if name.startswith(prefix)), len(order))
 
     for t in sorted({tier(n) for n in procs}):
-        _terminate([p for n, p in procs.items() if tier(n) == t], grace)
+        _terminate([r for n, r in procs.items() if tier(n) == t], grace)
     for n in procs:
         (run_dir / f"{n}.pid").unlink(missing_ok=True)
     return sorted(procs)
 
 
-def _terminate(pids: list[int], grace: float) -> None:
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        _reap()
-        time.sleep(0.05)
-    for pid in pids:
-        if pid_alive(pid):
-            _signal(pid, signal.SIGKILL)
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline + 5:
-        _reap()
-        time.sleep(0.05)
+class _Handle:
+    """A process to signal: through a pidfd where the system has them, so that a pid reused
+    between the ownership check and the signal is never hit."""
+
+    def __init__(self, record: ProcessRecord):
+        self.pid = record.pid
+        self.fd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            try:
+                self.fd = os.pidfd_open(record.pid)
+            except OSError:
+                self.fd = None
+        # Checked after the pidfd is open: the pidfd then names this very process.
+        self.ours = is_same_process(record)
+
+    def signal(self, sig: int) -> None:
+        if not self.ours:
+            return
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            else:
+                os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def alive(self) -> bool:
+        if not self.ours:
+            return False
+        if self.fd is not None:  # a pidfd turns readable when its process has exited
+            return not select.select([self.fd], [], [], 0)[0]
+        return pid_alive(self.pid)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
 
 
-def _signal(pid: int, sig: int) -> None:
+def _terminate(records: list[ProcessRecord], grace: float) -> None:
+    handles = [_Handle(r) for r in records]
     try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
+        for h in handles:
+            h.signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(h.alive() for h in handles):
+            _reap()
+            time.sleep(0.05)
+        for h in handles:
+            if h.alive():
+                h.signal(signal.SIGKILL)
+        while any(h.alive() for h in handles) and time.monotonic() < deadline + 5:
+            _reap()
+            time.sleep(0.05)
+    finally:
+        for h in handles:
+            h.close()
 
 
 def _reap() -> None:

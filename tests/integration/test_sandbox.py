@@ -215,7 +215,7 @@ def _port_open(port: int) -> bool:
 def test_down_leaves_no_process_or_port(tmp_path, control_plane_binaries):
     d = tmp_path / "sb"
     state = cluster.up(d, 1, control_plane_binaries)
-    pids = list(processes.running(d / "run", str(d.resolve())).values())
+    pids = list(processes.running(d / "run").values())
     ports = [state.clusters[0].port, state.clusters[0].kcm_port, int(state.etcd_url.rsplit(":", 1)[1])]
     deadline = time.monotonic() + 10  # the controller manager may open its port after readiness
     while not all(_port_open(p) for p in ports) and time.monotonic() < deadline:
@@ -237,6 +237,30 @@ def test_two_sandboxes_side_by_side(tmp_path, control_plane_binaries, sandbox):
         cluster.down(d)
 
 
+def test_down_never_stops_another_sandboxs_process(tmp_path, control_plane_binaries):
+    """Issue 8 item 5: sandbox sb's API server died and its pid went to sandbox sb-2's API server
+    (whose command line contains sb's folder). `down` of sb must leave it running."""
+    d, d2 = tmp_path / "sb", tmp_path / "sb-2"
+    cluster.up(d, 1, control_plane_binaries)
+    try:
+        other = cluster.up(d2, 1, control_plane_binaries)
+        victim = processes.running(d2 / "run")["kube-apiserver-k8ssandra-0"]
+        assert str(d.resolve()) in " ".join(processes.command_line(victim))
+        pidfile = d / "run" / "kube-apiserver-k8ssandra-0.pid"
+        record = processes.ProcessRecord.read(pidfile)
+        processes.stop_all(d / "run", names=["kube-apiserver-k8ssandra-0"], grace=5)
+        pidfile.write_text(processes.ProcessRecord(victim, record.start_time, record.argv).to_json())
+        stopped = cluster.down(d)
+        assert "kube-apiserver-k8ssandra-0" not in stopped and sorted(stopped) == [
+            "etcd", "kube-controller-manager-k8ssandra-0"]
+        assert processes.pid_alive(victim)
+        assert admin_client(other.clusters[0]).request("GET", "/version")["gitVersion"] == "v1.37.2"
+    finally:
+        cluster.down(d2)
+        if d.exists():
+            cluster.down(d)
+
+
 def with_fake_apiserver(tmp_path: Path, real, script: str):
     """The real etcd and controller manager with a kube-apiserver that runs `script` (sh)."""
     fake = tmp_path / "bin"
@@ -251,7 +275,7 @@ def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane
     d = tmp_path / "crash"
     with pytest.raises(SandboxError, match=r"kube-apiserver-k8ssandra-0 exited at start \(exit code 3\); read .*kube-apiserver-k8ssandra-0.log"):
         cluster.up(d, 1, bins)
-    assert processes.running(d / "run", str(d.resolve())) == {}
+    assert processes.running(d / "run") == {}
     assert not (d / "sandbox.json").exists()
 
 
@@ -298,7 +322,7 @@ def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binarie
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert processes.running(d / "run", str(d.resolve())) == {}
+    assert processes.running(d / "run") == {}
     assert not (d / "sandbox.json").exists()
 
 
@@ -309,7 +333,7 @@ def test_port_race_is_named(tmp_path, control_plane_binaries):
     d = tmp_path / "race"
     with pytest.raises(SandboxError, match=r"port was taken by another process \(a port race: run again\); read "):
         cluster.up(d, 1, bins)
-    assert processes.running(d / "run", str(d.resolve())) == {}
+    assert processes.running(d / "run") == {}
 
 
 def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
