@@ -48,10 +48,16 @@ def binaries_cmd(output: Output = OutputOption) -> None:
     """Build (once) or locate etcd, kube-apiserver and kube-controller-manager, and print where they are."""
     from k8sctl.sandbox import binaries
 
+    from k8sctl.sandbox import interrupts
+
     t0 = time.monotonic()
     update, stop = _progress()
     try:
-        bins = _binaries(update)
+        with interrupts.signals_raise():
+            bins = _binaries(update)
+    except KeyboardInterrupt as e:
+        stop()
+        raise _interrupted(e, None) from None
     finally:
         stop()
     data = {
@@ -100,19 +106,26 @@ def up_cmd(
     if cassandradatacenter_crd is not None and not k8ssandra:
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
+    from k8sctl.sandbox import interrupts
+
     update, stop = _progress()
     try:
-        bins = _binaries(update)
-        t0 = time.monotonic()
-        if k8ssandra:
-            operator_install.parse_in_background(crd_form)
-        state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update, timeout=timeout)
-        if k8ssandra:
-            try:
-                operator_install.prepare_all(state, progress=update, cassandradatacenter_crd=crd_form)
-            except BaseException:
-                sandbox_cluster.down(Path(state.directory))
-                raise
+        with interrupts.signals_raise():
+            bins = _binaries(update)
+            t0 = time.monotonic()
+            if k8ssandra:
+                operator_install.parse_in_background(crd_form)
+            state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update,
+                                       timeout=timeout)
+            if k8ssandra:
+                try:
+                    operator_install.prepare_all(state, progress=update, cassandradatacenter_crd=crd_form)
+                except BaseException:
+                    sandbox_cluster.abandon(Path(state.directory))
+                    raise
+    except KeyboardInterrupt as e:
+        stop()
+        raise _interrupted(e, directory.expanduser() / "logs") from None
     finally:
         stop()
     data = {
@@ -125,6 +138,17 @@ def up_cmd(
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],
     }
     render(data, output, _clusters_table)
+
+
+def _interrupted(e: KeyboardInterrupt, logs: Path | None):
+    """Ctrl-C, SIGTERM or SIGHUP: what the run left (nothing running), as one line and 128+signal."""
+    from k8sctl.cli.common import fail
+    from k8sctl.sandbox.interrupts import Terminated
+
+    what = f"terminated by {e}" if isinstance(e, Terminated) else "interrupted"
+    kept = f"; its logs are in {logs}" if logs is not None and logs.is_dir() else ""
+    return fail(f"{what}: stopped everything this run had started{kept}",
+                e.exit_code if isinstance(e, Terminated) else 130)
 
 
 def _clusters_table(d: dict) -> None:

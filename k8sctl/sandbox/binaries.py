@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k8sctl.errors import SandboxError
+from k8sctl.sandbox import interrupts
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager")
@@ -111,7 +112,16 @@ def _go_build(module: str, packages: list[str], output: str, work: Path,
     with open(log, "ab") as logf:
         logf.write(("$ " + " ".join(cmd) + "\n").encode())
         logf.flush()
-        rc = subprocess.call(cmd, cwd=src, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        # Its own process group, so that go and its compilers stop together on any way out.
+        with interrupts.deferred():
+            proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            rc = proc.wait()
+        except BaseException:
+            with interrupts.deferred(reraise=False, notice=interrupts.CLEANUP_NOTICE):
+                interrupts.stop_group(proc)
+            raise
     if rc != 0:
         raise SandboxError(f"building {module} binaries failed (go build exit {rc}); read {log}")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import processes
+from k8sctl.sandbox import interrupts, processes
 from k8sctl.sandbox.binaries import Binaries
 from k8sctl.sandbox.pki import ClusterPKI, generate_cluster_pki
 
@@ -174,9 +174,17 @@ def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra"
     try:
         return _up(directory, clusters, bins, prefix, progress, timeout, run_dir, log_dir)
     except BaseException:
-        processes.stop_all(run_dir, grace=5, order=STOP_ORDER)
-        _remove_state(directory)
+        abandon(directory)
         raise
+
+
+def abandon(directory: Path) -> list[str]:
+    """After a failed or interrupted `up`: stop every process it started and remove its state,
+    but keep its logs (the error points at one). Signals wait until this is done."""
+    with interrupts.deferred(reraise=False, notice=interrupts.CLEANUP_NOTICE):
+        stopped = processes.stop_all(directory / "run", grace=5, order=STOP_ORDER)
+        _remove_state(directory, keep=("logs",))
+    return stopped
 
 
 def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout: float,
@@ -295,8 +303,10 @@ def stop_cluster(directory: Path, context: str) -> list[str]:
     return processes.stop_all(directory / "run", names=names, order=STOP_ORDER)
 
 
-def _remove_state(directory: Path) -> None:
+def _remove_state(directory: Path, keep: tuple[str, ...] = ()) -> None:
     for entry in _OWN_ENTRIES:
+        if entry in keep:
+            continue
         p = directory / entry
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

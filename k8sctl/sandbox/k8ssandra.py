@@ -136,8 +136,12 @@ def prepare_all(state, progress: Callable[[str], None] = lambda s: None,
     crd_documents(cassandradatacenter_crd)  # parse once, before the threads
     progress(f"installing K8ssandra CRDs ({cassandradatacenter_crd} CassandraDatacenter) and operator identity "
              f"in {len(state.clusters)} cluster(s)")
-    with ThreadPoolExecutor(max_workers=min(8, len(state.clusters))) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(8, len(state.clusters)))
+    try:
         list(pool.map(lambda c: prepare(c.kubeconfig, c.context, cassandradatacenter_crd), state.clusters))
+    finally:
+        # On Ctrl-C, do not wait for the workers: the caller stops the clusters they talk to.
+        pool.shutdown(wait=False, cancel_futures=True)
     state.k8ssandra = True
     state.cassandradatacenter_crd = cassandradatacenter_crd
     state.save()

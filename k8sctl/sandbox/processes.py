@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8sctl.sandbox import interrupts
+
 
 @dataclass(frozen=True)
 class Started:
@@ -121,15 +123,16 @@ def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[st
     run_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{name}.log"
-    with open(log, "ab") as logf:
+    # A signal between starting the process and recording it would leave it unknown to `down`.
+    with interrupts.deferred(), open(log, "ab") as logf:
         p = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             start_new_session=True, env={**os.environ, **(env or {})},
         )
-    # Popen returns once the program is exec'd: its start time and command line are final.
-    started = start_time(p.pid)
-    if started is not None:
-        (run_dir / f"{name}.pid").write_text(ProcessRecord(p.pid, started, tuple(argv)).to_json())
+        # Popen returns once the program is exec'd: its start time and command line are final.
+        started = start_time(p.pid)
+        if started is not None:
+            (run_dir / f"{name}.pid").write_text(ProcessRecord(p.pid, started, tuple(argv)).to_json())
     return Started(name, p.pid, log, p)
 
 

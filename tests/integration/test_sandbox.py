@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -18,6 +19,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError
 from k8sctl.sandbox import cluster, k8ssandra, processes
 
+from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
 
 
@@ -273,10 +275,14 @@ def with_fake_apiserver(tmp_path: Path, real, script: str):
 def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane_binaries):
     bins = with_fake_apiserver(tmp_path, control_plane_binaries, "echo 'boom: cannot start' >&2\nexit 3\n")
     d = tmp_path / "crash"
-    with pytest.raises(SandboxError, match=r"kube-apiserver-k8ssandra-0 exited at start \(exit code 3\); read .*kube-apiserver-k8ssandra-0.log"):
+    with pytest.raises(SandboxError, match=r"kube-apiserver-k8ssandra-0 exited at start \(exit code 3\); read .*kube-apiserver-k8ssandra-0.log") as e:
         cluster.up(d, 1, bins)
     assert processes.running(d / "run") == {}
     assert not (d / "sandbox.json").exists()
+    # The log it points at is kept.
+    log = Path(str(e.value).rsplit("read ", 1)[1])
+    assert log.is_file() and "boom: cannot start" in log.read_text()
+    assert processes_mentioning(str(d.resolve())) == []
 
 
 def test_bad_input(tmp_path, control_plane_binaries):
@@ -308,22 +314,60 @@ def test_cli_up_status_down(tmp_path, control_plane_binaries):
     assert gone.returncode == 2 and "no sandbox in" in gone.stderr
 
 
-def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
-    import signal
-
-    d = tmp_path / "interrupted"
+def _up_in_background(d: Path, control_plane_binaries, *args: str) -> subprocess.Popen:
     env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_binaries.kube_apiserver.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "k8sctl", "sandbox", "up", "--clusters", "3", "--dir", str(d)],
+    return subprocess.Popen([sys.executable, "-m", "k8sctl", "sandbox", "up", "--dir", str(d), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while not list((d / "run").glob("kube-apiserver-*.pid")):  # interrupt while API servers start
-        assert time.monotonic() < deadline and proc.poll() is None
+
+
+def _wait_for(d: Path, pattern: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not list((d / "run").glob(pattern)):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.poll()
         time.sleep(0.05)
+
+
+def _assert_nothing_left(d: Path) -> None:
+    assert processes_mentioning(str(d.resolve())) == []
+    assert not (d / "sandbox.json").exists() and not (d / "run").exists()
+    # The logs stay: a failed or interrupted run is what one wants to read about.
+    assert (d / "logs" / "etcd.log").is_file()
+
+
+def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
+    d = tmp_path / "interrupted"
+    proc = _up_in_background(d, control_plane_binaries, "--clusters", "3")
+    _wait_for(d, "kube-apiserver-*.pid", proc)  # interrupt while API servers start
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert processes.running(d / "run") == {}
-    assert not (d / "sandbox.json").exists()
+    assert proc.returncode == 130 and "error: interrupted: stopped everything this run had started" in err
+    assert "Traceback" not in err
+    _assert_nothing_left(d)
+
+
+def test_second_ctrl_c_does_not_stop_the_cleanup(tmp_path, control_plane_binaries):
+    d = tmp_path / "twice"
+    proc = _up_in_background(d, control_plane_binaries, "--clusters", "3")
+    _wait_for(d, "kube-controller-manager-*.pid", proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # the cleanup (stopping 7 processes in order) takes longer than this
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "stopping what this run started; wait a few seconds" in err and "Traceback" not in err
+    _assert_nothing_left(d)
+
+
+def test_sigterm_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
+    d = tmp_path / "terminated"
+    proc = _up_in_background(d, control_plane_binaries, "--clusters", "2", "--k8ssandra")
+    _wait_for(d, "kube-controller-manager-*.pid", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert f"error: terminated by SIGTERM: stopped everything this run had started; its logs are in {d.resolve()}/logs" in err
+    _assert_nothing_left(d)
 
 
 def test_port_race_is_named(tmp_path, control_plane_binaries):
