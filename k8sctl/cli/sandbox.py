@@ -86,7 +86,7 @@ def binaries_cmd(output: Output = OutputOption) -> None:
 @app.command("up")
 @handle_errors
 def up_cmd(
-    clusters: int = typer.Option(3, "--clusters", "-n", help="How many clusters to start."),
+    clusters: int = typer.Option(3, "--clusters", help="How many clusters to start (1 to 16)."),
     directory: Path = DirOption,
     prefix: str = typer.Option("k8ssandra", "--prefix", help="Cluster names are <prefix>-<i>, contexts kind-<prefix>-<i>."),
     k8ssandra: bool = typer.Option(False, "--k8ssandra", help="Prepare each cluster as if k8ssandra-operator were installed."),
@@ -102,7 +102,7 @@ def up_cmd(
     from k8sctl.sandbox import cluster as sandbox_cluster
     from k8sctl.sandbox import k8ssandra as operator_install
 
-    sandbox_cluster.validate_up(clusters, prefix)  # before a possible build
+    sandbox_cluster.validate_up(clusters, prefix, timeout)  # before a possible build
     if cassandradatacenter_crd is not None and not k8ssandra:
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value

@@ -12,6 +12,7 @@ Layout of DIR:
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import ssl
@@ -154,17 +155,28 @@ def _kcm_argv(bins: Binaries, pki: ClusterPKI, kubeconfig_path: Path, port: int)
     ]
 
 
-def validate_up(clusters: int, prefix: str) -> None:
+# Each cluster is an API server and a controller manager: with --k8ssandra about 0.7 GB of
+# memory (the API server holding the CRDs: 600 MB) and a few CPU-seconds to start. 16 covers every multi-region layout K8ssandra
+# documents (3 to 4 datacenters and a control plane) with room to spare.
+MAX_CLUSTERS = 16
+
+
+def validate_up(clusters: int, prefix: str, timeout: float = 90.0) -> None:
     if clusters < 1:
         raise UsageError(f"--clusters must be at least 1 (got {clusters})")
+    if clusters > MAX_CLUSTERS:
+        raise UsageError(f"--clusters must be at most {MAX_CLUSTERS} (got {clusters}): each cluster is a "
+                         f"kube-apiserver and a controller manager on this machine")
     if not prefix or not all(c.isalnum() or c == "-" for c in prefix):
         raise UsageError(f"--prefix {prefix!r} must be letters, digits and '-'")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds (got {timeout})")
 
 
 def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra",
        progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0) -> SandboxState:
     """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started."""
-    validate_up(clusters, prefix)
+    validate_up(clusters, prefix, timeout)
     _check_dir(directory)
     directory = directory.resolve()
     run_dir, log_dir = directory / "run", directory / "logs"

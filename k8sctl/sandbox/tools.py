@@ -33,12 +33,20 @@ def _clients(directory: Path, only: str | None = None) -> Iterator[tuple[Cluster
             client.close()
 
 
-def _resource(doc: dict, filename: Path) -> kube.Resource:
+def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
+    where = f"{filename}: document {index}"
+    if not isinstance(doc, dict):
+        what = "a list" if isinstance(doc, list) else f"a {type(doc).__name__}"
+        raise UsageError(f"{where} is {what}, not a Kubernetes object: each document must be a mapping with "
+                         f"apiVersion, kind and metadata.name (write a list as separate '---' documents)")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise UsageError(f"{where} has no metadata.name")
     kind = doc.get("kind", "")
     if kind == "ClientConfig":
         return kube.clientconfig_resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
     if kind not in kube.BUILTIN:
-        raise UsageError(f"{filename}: kind {kind!r} is not one the sandbox applies")
+        raise UsageError(f"{where}: kind {kind!r} is not one the sandbox applies")
     return kube.BUILTIN[kind]
 
 
@@ -48,7 +56,7 @@ def apply_file(directory: Path, context: str, filename: Path, namespace: str) ->
     except (OSError, yaml.YAMLError) as e:
         raise UsageError(f"cannot read manifests from {filename}: {e}") from None
     # Every document is checked before the first is applied: nothing half-written.
-    resources = [_resource(doc, filename) for doc in docs]
+    resources = [_resource(doc, filename, i) for i, doc in enumerate(docs, 1)]
     for _, client in _clients(directory, only=context):
         done = []
         for doc, resource in zip(docs, resources):

@@ -288,6 +288,12 @@ def test_crashing_binary_is_reported_and_nothing_is_left(tmp_path, control_plane
 def test_bad_input(tmp_path, control_plane_binaries):
     with pytest.raises(UsageError, match="at least 1"):
         cluster.up(tmp_path / "x", 0, control_plane_binaries)
+    with pytest.raises(UsageError, match="at most 16"):
+        cluster.up(tmp_path / "x", 17, control_plane_binaries)
+    for timeout in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(UsageError, match="--timeout must be a positive number of seconds"):
+            cluster.up(tmp_path / "x", 1, control_plane_binaries, timeout=timeout)
+    assert not (tmp_path / "x").exists()
     ro = tmp_path / "ro"
     ro.mkdir()
     (ro / "file").write_text("")
@@ -391,6 +397,10 @@ def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
     with pytest.raises(UsageError, match="kind 'Deployment' is not one the sandbox applies"):
         tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default")
     assert admins[4].get_or_none(kube.CONFIGMAP, "apply-check", "default") is None  # nothing half-written
+    manifests.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: apply-check}\n---\n- kind: ConfigMap\n")
+    with pytest.raises(UsageError, match="document 2 is a list, not a Kubernetes object"):
+        tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default")
+    assert admins[4].get_or_none(kube.CONFIGMAP, "apply-check", "default") is None
     manifests.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}}))
     assert tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default") == [
         "ConfigMap default/apply-check applied in kind-k8ssandra-4"]

@@ -30,3 +30,42 @@ def test_unknown_cassandradatacenter_crd_is_refused(tmp_path):
     r = up(tmp_path, "--k8ssandra", "--cassandradatacenter-crd", "patched")
     assert r.exit_code == 2 and "'patched' is not one of" in r.output and "production" in r.output
     assert not (tmp_path / "sb").exists()
+
+
+def test_timeout_must_be_a_positive_finite_number(tmp_path):
+    for value in ("nan", "inf", "-inf", "0", "-5"):
+        r = up(tmp_path, "--timeout", value)
+        assert r.exit_code == 2, (value, r.output)
+        assert r.output.startswith("error: --timeout must be a positive number of seconds"), (value, r.output)
+        assert len(r.output.splitlines()) == 1
+    assert not (tmp_path / "sb").exists()
+
+
+def test_clusters_has_a_documented_upper_bound(tmp_path):
+    from k8sctl.sandbox.cluster import MAX_CLUSTERS
+
+    r = up(tmp_path, "--clusters", str(MAX_CLUSTERS + 1))
+    assert r.exit_code == 2 and r.output.startswith(f"error: --clusters must be at most {MAX_CLUSTERS} (got 17)")
+    help_text = CliRunner().invoke(app, ["sandbox", "up", "--help"]).output
+    assert f"1 to {MAX_CLUSTERS}" in help_text
+    assert not (tmp_path / "sb").exists()
+
+
+def test_n_is_not_a_short_flag_for_clusters(tmp_path):
+    """Issue 10 reserves -n for --namespace."""
+    r = up(tmp_path, "-n", "2")
+    assert r.exit_code == 2 and "No such option: -n" in r.output
+    assert "-n," not in CliRunner().invoke(app, ["sandbox", "up", "--help"]).output
+
+
+def test_apply_refuses_a_document_that_is_not_an_object(tmp_path):
+    cases = {"- a\n- b\n": "document 1 is a list, not a Kubernetes object",
+             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\n[1, 2]\n": "document 2 is a list",
+             "just text\n": "document 1 is a str, not a Kubernetes object",
+             "apiVersion: v1\nkind: ConfigMap\nmetadata: [x]\n": "document 1 has no metadata.name"}
+    for text, words in cases.items():
+        f = tmp_path / "m.yaml"
+        f.write_text(text)
+        r = CliRunner().invoke(app, ["sandbox", "apply", "--dir", str(tmp_path / "none"), "--context", "c", "-f", str(f)])
+        assert r.exit_code == 2, (text, r.output)
+        assert r.output.startswith(f"error: {f}: {words}") and len(r.output.splitlines()) == 1, r.output
