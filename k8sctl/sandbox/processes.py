@@ -4,7 +4,7 @@ stopped by pid file, so `down` works even after a crashed or interrupted `up`.
 A pid file records the pid, the process's start time and its exact command line. A
 process is this sandbox's only if all three still match: pids get reused, and another
 sandbox's processes have command lines that look alike (a folder name can contain
-another's).
+another's). Write one with `ProcessRecord.of(pid, argv).write(path)`.
 """
 from __future__ import annotations
 
@@ -81,6 +81,15 @@ class ProcessRecord:
     start_time: int  # clock ticks after boot (/proc/<pid>/stat field 22)
     argv: tuple[str, ...]
 
+    @classmethod
+    def of(cls, pid: int, argv: tuple[str, ...] | list[str] = ()) -> ProcessRecord | None:
+        """The record of a running process (None if it is already gone)."""
+        started = start_time(pid)
+        return None if started is None else cls(pid, started, tuple(argv))
+
+    def write(self, pidfile: Path) -> None:
+        pidfile.write_text(self.to_json())
+
     def to_json(self) -> str:
         return json.dumps({"pid": self.pid, "startTime": self.start_time, "argv": list(self.argv)}) + "\n"
 
@@ -113,9 +122,21 @@ def command_line(pid: int) -> tuple[str, ...] | None:
 
 
 def is_same_process(record: ProcessRecord) -> bool:
-    """Whether record.pid is still the process the record was written for."""
-    return (pid_alive(record.pid) and start_time(record.pid) == record.start_time
-            and command_line(record.pid) == record.argv)
+    """Whether record.pid is still the process the record was written for: same start time (a
+    reused pid has another), and the same command line unless none was recorded (a process that
+    execs another program after it is recorded, as a wrapper does, records none)."""
+    if not (pid_alive(record.pid) and start_time(record.pid) == record.start_time):
+        return False
+    if not record.argv:
+        return True
+    # Just after Popen returns, the kernel may not have set the new program's arguments yet
+    # (/proc/<pid>/cmdline reads empty for a moment): wait for them.
+    deadline = time.monotonic() + 1.0
+    argv = command_line(record.pid)
+    while argv == () and time.monotonic() < deadline:
+        time.sleep(0.005)
+        argv = command_line(record.pid)
+    return argv == record.argv
 
 
 def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[str, str] | None = None) -> Started:
@@ -130,9 +151,9 @@ def start(name: str, argv: list[str], run_dir: Path, log_dir: Path, env: dict[st
             start_new_session=True, env={**os.environ, **(env or {})},
         )
         # Popen returns once the program is exec'd: its start time and command line are final.
-        started = start_time(p.pid)
-        if started is not None:
-            (run_dir / f"{name}.pid").write_text(ProcessRecord(p.pid, started, tuple(argv)).to_json())
+        record = ProcessRecord.of(p.pid, argv)
+        if record is not None:
+            record.write(run_dir / f"{name}.pid")
     return Started(name, p.pid, log, p)
 
 

@@ -60,6 +60,21 @@ def test_a_reused_pid_is_not_ours_even_when_its_command_line_names_our_folder(tm
         other.wait()
 
 
+def test_a_record_without_command_line_matches_on_start_time(tmp_path):
+    """For a process that execs another program after it is recorded (a wrapper)."""
+    p = stranger("wrapped")
+    try:
+        (tmp_path / "run").mkdir()
+        processes.ProcessRecord.of(p.pid).write(tmp_path / "run" / "operator.pid")
+        assert processes.running(tmp_path / "run") == {"operator": p.pid}
+        assert processes.stop_all(tmp_path / "run", grace=5) == ["operator"]
+        assert p.wait(5) is not None
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_only_the_named_processes_stop(tmp_path):
     a, b = start_sleeper(tmp_path, "kube-apiserver-x"), start_sleeper(tmp_path, "etcd")
     try:
