@@ -18,7 +18,7 @@ app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docke
 
 
 class CassandraDatacenterCrd(str, enum.Enum):
-    """The names of k8sctl.sandbox.k8ssandra.CASSANDRADATACENTER_CRDS (kept here so --help imports nothing)."""
+    """The names of k8sctl.sandbox.crds_and_identity.CASSANDRADATACENTER_CRDS (kept here so --help imports nothing)."""
 
     production = "production"
     unpatched = "unpatched"
@@ -100,7 +100,7 @@ def up_cmd(
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
     from k8sctl.sandbox import cluster as sandbox_cluster
-    from k8sctl.sandbox import k8ssandra as operator_install
+    from k8sctl.sandbox import crds_and_identity
 
     sandbox_cluster.validate_up(clusters, prefix, timeout)  # before a possible build
     if cassandradatacenter_crd is not None and not k8ssandra:
@@ -114,12 +114,12 @@ def up_cmd(
             bins = _binaries(update)
             t0 = time.monotonic()
             if k8ssandra:
-                operator_install.parse_in_background(crd_form)
+                crds_and_identity.parse_in_background(crd_form)
             state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update,
                                        timeout=timeout)
             if k8ssandra:
                 try:
-                    operator_install.prepare_all(state, progress=update, cassandradatacenter_crd=crd_form)
+                    crds_and_identity.install_all(state, progress=update, cassandradatacenter_crd=crd_form)
                 except BaseException:
                     sandbox_cluster.abandon(Path(state.directory))
                     raise
@@ -216,9 +216,9 @@ def apply_cmd(
     directory: Path = DirOption,
 ) -> None:
     """Server-side apply manifests to one sandbox cluster (the sandbox needs no kubectl)."""
-    from k8sctl.sandbox import tools
+    from k8sctl.sandbox import manifests
 
-    for line in tools.apply_file(directory.expanduser(), context, filename.expanduser(), namespace):
+    for line in manifests.apply_file(directory.expanduser(), context, filename.expanduser(), namespace):
         console(stderr=False).print(line)
 
 
@@ -226,9 +226,9 @@ def apply_cmd(
 @handle_errors
 def datacenters_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
     """List the CassandraDatacenters of every sandbox cluster."""
-    from k8sctl.sandbox import tools
+    from k8sctl.sandbox import cassandradatacenters
 
-    rows = tools.list_datacenters(directory.expanduser())
+    rows = cassandradatacenters.list_datacenters(directory.expanduser())
 
     def text(d):
         from rich.table import Table
@@ -245,7 +245,7 @@ def datacenters_cmd(directory: Path = DirOption, output: Output = OutputOption) 
 @handle_errors
 def mark_ready_cmd(directory: Path = DirOption) -> None:
     """Stand in for cass-operator: mark every CassandraDatacenter Ready (no Cassandra runs in the sandbox)."""
-    from k8sctl.sandbox import tools
+    from k8sctl.sandbox import cassandradatacenters
 
-    for line in tools.mark_ready(directory.expanduser()):
+    for line in cassandradatacenters.mark_ready(directory.expanduser()):
         console(stderr=False).print(line)

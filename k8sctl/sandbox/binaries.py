@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +53,9 @@ class Binaries:
         }
 
 
-def default_cache_root(env: dict[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+def default_cache_root(env: Mapping[str, str] | None = None) -> Path:
+    variables = os.environ if env is None else env
+    base = variables.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "k8sctl" / "controlplane"
 
 

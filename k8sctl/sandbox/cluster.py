@@ -11,6 +11,7 @@ Layout of DIR:
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -18,7 +19,8 @@ import shutil
 import ssl
 import http.client
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +29,9 @@ from k8sctl.errors import SandboxError, UsageError
 from k8sctl.sandbox import interrupts, processes
 from k8sctl.sandbox.binaries import Binaries
 from k8sctl.sandbox.pki import ClusterPKI, generate_cluster_pki
+
+if TYPE_CHECKING:
+    from k8sctl import kube
 
 STATE_FILE = "sandbox.json"
 KCM_CONTROLLERS = ",".join([
@@ -201,20 +206,64 @@ def abandon(directory: Path) -> list[str]:
 
 def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout: float,
         run_dir: Path, log_dir: Path) -> SandboxState:
-    env = {"GOMAXPROCS": "2"}
+    """The steps of `up`, in order; each waits for what the next one needs."""
+    launch = _Launcher(bins, run_dir, log_dir, timeout)
     progress("starting etcd")
+    etcd = _start_etcd(launch, directory / "etcd")
+    progress(f"generating certificates for {n} cluster(s)")
+    planned = _plan_clusters(directory, n, prefix)
+    progress(f"starting {n} kube-apiserver(s)")
+    apiservers = [launch.start(f"kube-apiserver-{c.name}", _apiserver_argv(bins, p, c.port, etcd.url, c.name))
+                  for c, p in planned]
+    _write_kubeconfigs(directory, planned)
+    for (c, p), proc in zip(planned, apiservers):
+        launch.wait(f"kube-apiserver of {c.context}", functools.partial(_apiserver_ready, c, p), [etcd.process, proc])
+    progress(f"{n} API server(s) ready; starting controller managers")
+    kcms = [launch.start(f"kube-controller-manager-{c.name}", _kcm_argv(bins, p, p.directory / "kcm.kubeconfig", c.kcm_port))
+            for c, p in planned]
+    state = SandboxState(str(directory), prefix, etcd.url, [c for c, _ in planned])
+    state.save()
+    for (c, p), proc in zip(planned, kcms):
+        launch.wait(f"kube-controller-manager of {c.context}", functools.partial(_controllers_working, c, p),
+                    [etcd.process, proc])
+    progress("all clusters ready")
+    return state
+
+
+@dataclass
+class _Launcher:
+    """Starts a sandbox's processes (pid file, log) and waits for each, with one timeout."""
+
+    bins: Binaries
+    run_dir: Path
+    log_dir: Path
+    timeout: float
+
+    def start(self, name: str, argv: list[str]) -> processes.Started:
+        return processes.start(name, argv, self.run_dir, self.log_dir, {"GOMAXPROCS": "2"})
+
+    def wait(self, what: str, check: Callable[[], bool], procs: list[processes.Started]) -> None:
+        _wait(what, check, procs, self.timeout)
+
+
+@dataclass
+class _Etcd:
+    url: str
+    process: processes.Started
+
+
+def _start_etcd(launch: _Launcher, data_dir: Path) -> _Etcd:
     client_port, peer_port = processes.free_port(), processes.free_port()
-    etcd_url = f"http://127.0.0.1:{client_port}"
-    peer_url = f"http://127.0.0.1:{peer_port}"
-    etcd = processes.start("etcd", [
-        str(bins.etcd), "--name=sandbox", f"--data-dir={directory / 'etcd'}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+    url, peer_url = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    proc = launch.start("etcd", [
+        str(launch.bins.etcd), "--name=sandbox", f"--data-dir={data_dir}",
+        f"--listen-client-urls={url}", f"--advertise-client-urls={url}",
         f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
         f"--initial-cluster=sandbox={peer_url}", "--unsafe-no-fsync=true",
         "--quota-backend-bytes=4294967296", "--log-level=warn",
-    ], run_dir, log_dir, env)
+    ])
 
-    def etcd_ok() -> bool:
+    def healthy() -> bool:
         conn = http.client.HTTPConnection("127.0.0.1", client_port, timeout=1)
         try:
             conn.request("GET", "/health")
@@ -222,28 +271,30 @@ def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout:
         finally:
             conn.close()
 
-    _wait("etcd", etcd_ok, [etcd], timeout)
+    launch.wait("etcd", healthy, [proc])
+    return _Etcd(url, proc)
 
-    progress(f"generating certificates for {n} cluster(s)")
-    infos: list[ClusterInfo] = []
-    pkis: list[ClusterPKI] = []
+
+def _plan_clusters(directory: Path, n: int, prefix: str) -> list[tuple[ClusterInfo, ClusterPKI]]:
+    """Names, ports, kubeconfig paths and PKI of each cluster."""
+    planned = []
     for i in range(n):
         name = f"{prefix}-{i}"
-        pkis.append(generate_cluster_pki(directory / "clusters" / name, name, ["127.0.0.1"]))
+        pki = generate_cluster_pki(directory / "clusters" / name, name, ["127.0.0.1"])
         port = processes.free_port()
-        infos.append(ClusterInfo(
+        planned.append((ClusterInfo(
             name=name, context=f"kind-{name}", server=f"https://127.0.0.1:{port}", port=port,
             kcm_port=processes.free_port(),
             kubeconfig=str(directory / "kubeconfigs" / f"{name}.yaml"),
             in_cluster_kubeconfig=str(directory / "kubeconfigs" / "updated" / f"{name}.yaml"),
-        ))
+        ), pki))
+    return planned
 
-    progress(f"starting {n} kube-apiserver(s)")
-    apiservers = [processes.start(f"kube-apiserver-{c.name}", _apiserver_argv(bins, p, c.port, etcd_url, c.name),
-                                  run_dir, log_dir, env) for c, p in zip(infos, pkis)]
 
+def _write_kubeconfigs(directory: Path, planned: list[tuple[ClusterInfo, ClusterPKI]]) -> None:
+    """Each cluster's admin kubeconfig (and its in-cluster view), the merged one, the controller manager's."""
     docs = []
-    for c, p in zip(infos, pkis):
+    for c, p in planned:
         doc = kc.client_cert_kubeconfig(name=c.context, server=c.server, ca_pem=p.ca_cert.read_bytes(),
                                         cert_pem=p.admin_cert.read_bytes(), key_pem=p.admin_key.read_bytes())
         docs.append(doc)
@@ -255,25 +306,31 @@ def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout:
         kc.write_private(p.directory / "kcm.kubeconfig", kc.dump(kcm_doc))
     kc.write_private(directory / "kubeconfig", kc.dump(kc.merge(docs)))
 
-    for c, p, proc in zip(infos, pkis, apiservers):
-        _wait(f"kube-apiserver of {c.context}", lambda c=c, p=p: _https_get(c.port, "/readyz", p) == 200,
-              [etcd, proc], timeout)
-    progress(f"{n} API server(s) ready; starting controller managers")
-    kcms = [processes.start(f"kube-controller-manager-{c.name}",
-                            _kcm_argv(bins, p, p.directory / "kcm.kubeconfig", c.kcm_port), run_dir, log_dir, env)
-            for c, p in zip(infos, pkis)]
-    state = SandboxState(str(directory), prefix, etcd_url, infos)
-    state.save()
 
-    # The controller managers work once the token controller has given the `default`
+def _apiserver_ready(c: ClusterInfo, p: ClusterPKI) -> bool:
+    return _https_get(c.port, "/readyz", p) == 200
+
+
+def _controllers_working(c: ClusterInfo, p: ClusterPKI) -> bool:
+    # The controller manager works once the token controller has given the `default`
     # service account of `default` and the CA publisher its kube-root-ca.crt.
-    for c, p, proc in zip(infos, pkis, kcms):
-        def kcm_ready(c=c, p=p) -> bool:
-            return (_https_get(c.port, "/api/v1/namespaces/default/serviceaccounts/default", p) == 200
-                    and _https_get(c.port, "/api/v1/namespaces/default/configmaps/kube-root-ca.crt", p) == 200)
-        _wait(f"kube-controller-manager of {c.context}", kcm_ready, [etcd, proc], timeout)
-    progress("all clusters ready")
-    return state
+    return (_https_get(c.port, "/api/v1/namespaces/default/serviceaccounts/default", p) == 200
+            and _https_get(c.port, "/api/v1/namespaces/default/configmaps/kube-root-ca.crt", p) == 200)
+
+
+def admin_clients(directory: Path, only: str | None = None) -> Iterator[tuple[ClusterInfo, kube.KubeClient]]:
+    """An admin client for each cluster of the sandbox in `directory` (or only context `only`), in turn."""
+    from k8sctl import kube
+
+    state = SandboxState.load(directory.resolve())
+    for c in state.clusters:
+        if only is not None and c.context != only:
+            continue
+        client = kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context)
+        try:
+            yield c, client
+        finally:
+            client.close()
 
 
 def status(directory: Path) -> tuple[SandboxState, dict[str, int], dict[str, bool]]:

@@ -21,7 +21,7 @@ import pytest
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl.sandbox import binaries, cluster, k8ssandra
+from k8sctl.sandbox import binaries, cluster, crds_and_identity
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PREPARED = [0, 1, 2, 3]
@@ -43,7 +43,7 @@ def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
     try:
         crd_forms = {**{i: "production" for i in PREPARED}, UNPATCHED: "unpatched"}
         with ThreadPoolExecutor(max_workers=len(crd_forms) + 1) as pool:
-            done = [pool.submit(k8ssandra.prepare, state.clusters[i].kubeconfig, state.clusters[i].context, form)
+            done = [pool.submit(crds_and_identity.install, state.clusters[i].kubeconfig, state.clusters[i].context, form)
                     for i, form in crd_forms.items()]
             done.append(pool.submit(_prepare_v1alpha1, state.clusters[V1ALPHA1]))
             for f in done:
@@ -56,11 +56,11 @@ def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
 def _prepare_v1alpha1(c: cluster.ClusterInfo) -> None:
     client = admin_client(c)
     try:
-        crds = k8ssandra.crd_documents()
+        crds = crds_and_identity.crd_documents()
         old = [_as_v1alpha1(d) for d in crds if d["spec"]["group"] == "config.k8ssandra.io"]
-        k8ssandra.install_crds(client, old)
-        k8ssandra.install_operator_identity(client)
-        k8ssandra.wait_token_filled(client, k8ssandra.OPERATOR_NAMESPACE, "k8ssandra-operator-token")
+        crds_and_identity.install_crds(client, old)
+        crds_and_identity.install_operator_identity(client)
+        crds_and_identity.wait_token_filled(client, crds_and_identity.OPERATOR_NAMESPACE, crds_and_identity.TOKEN_SECRET)
     finally:
         client.close()
 

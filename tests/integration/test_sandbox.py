@@ -17,7 +17,7 @@ import yaml
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import cluster, k8ssandra, processes
+from k8sctl.sandbox import cluster, crds_and_identity, processes
 
 from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
@@ -89,7 +89,7 @@ def test_token_secret_is_filled_and_authenticates(sandbox, admins, namespace_fac
     admin.create(kube.SECRET, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                                "metadata": {"name": "legacy-token",
                                             "annotations": {"kubernetes.io/service-account.name": "legacy"}}}, ns)
-    k8ssandra.wait_token_filled(admin, ns, "legacy-token", timeout=30)
+    crds_and_identity.wait_token_filled(admin, ns, "legacy-token", timeout=30)
     secret = admin.get(kube.SECRET, "legacy-token", ns)
     token = base64.b64decode(secret["data"]["token"]).decode()
     assert token_client(sandbox.clusters[2], token).whoami() == f"system:serviceaccount:{ns}:legacy"
@@ -144,10 +144,10 @@ CRD_SERVER_DEFAULTS = {"conversion": {"strategy": "None"}}
 def test_sandbox_crds_equal_the_vendored_files(sandbox, admins):
     """What the sandbox's clusters serve is the vendored CRDs field for field: no hand edit creeps back."""
     for index, form in ((0, "production"), (UNPATCHED, "unpatched")):
-        files = k8ssandra.crd_files(form)
+        files = crds_and_identity.crd_files(form)
         live_names = {c["metadata"]["name"] for c in admins[index].list(kube.CRD)}
-        assert live_names == {d["metadata"]["name"] for d in k8ssandra.crd_documents(form)}
-        for path, vendored in zip(files, k8ssandra.crd_documents(form)):
+        assert live_names == {d["metadata"]["name"] for d in crds_and_identity.crd_documents(form)}
+        for path, vendored in zip(files, crds_and_identity.crd_documents(form)):
             live = admins[index].get(kube.CRD, vendored["metadata"]["name"])
             assert live["spec"] == {**CRD_SERVER_DEFAULTS, **vendored["spec"]}, path
             assert live["metadata"].get("annotations") == vendored["metadata"].get("annotations"), path
@@ -387,23 +387,23 @@ def test_port_race_is_named(tmp_path, control_plane_binaries):
 
 
 def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
-    from k8sctl.sandbox import tools
+    from k8sctl.sandbox import manifests
 
-    manifests = tmp_path / "m.yaml"
-    manifests.write_text(yaml.safe_dump_all([
+    manifest_file = tmp_path / "m.yaml"
+    manifest_file.write_text(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}, "data": {"a": "1"}},
         {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nope"}},
     ]))
     with pytest.raises(UsageError, match="kind 'Deployment' is not one the sandbox applies"):
-        tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default")
+        manifests.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifest_file, "default")
     assert admins[4].get_or_none(kube.CONFIGMAP, "apply-check", "default") is None  # nothing half-written
-    manifests.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: apply-check}\n---\n- kind: ConfigMap\n")
+    manifest_file.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: apply-check}\n---\n- kind: ConfigMap\n")
     with pytest.raises(UsageError, match="document 2 is a list, not a Kubernetes object"):
-        tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default")
+        manifests.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifest_file, "default")
     assert admins[4].get_or_none(kube.CONFIGMAP, "apply-check", "default") is None
-    manifests.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}}))
-    assert tools.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifests, "default") == [
+    manifest_file.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}}))
+    assert manifests.apply_file(Path(sandbox.directory), "kind-k8ssandra-4", manifest_file, "default") == [
         "ConfigMap default/apply-check applied in kind-k8ssandra-4"]
     assert admins[4].get(kube.CONFIGMAP, "apply-check", "default")["metadata"]["name"] == "apply-check"
     with pytest.raises(UsageError, match="no context 'kind-none'"):
-        tools.apply_file(Path(sandbox.directory), "kind-none", manifests, "default")
+        manifests.apply_file(Path(sandbox.directory), "kind-none", manifest_file, "default")

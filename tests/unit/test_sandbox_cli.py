@@ -5,7 +5,7 @@ from typer.testing import CliRunner
 
 from k8sctl.cli import app
 from k8sctl.cli.sandbox import CassandraDatacenterCrd
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 
 
 def up(tmp_path, *args: str):
@@ -16,7 +16,7 @@ def up(tmp_path, *args: str):
 
 
 def test_cassandradatacenter_crd_names_match_the_vendored_forms():
-    assert [c.value for c in CassandraDatacenterCrd] == list(k8ssandra.CASSANDRADATACENTER_CRDS)
+    assert [c.value for c in CassandraDatacenterCrd] == list(crds_and_identity.CASSANDRADATACENTER_CRDS)
 
 
 def test_cassandradatacenter_crd_needs_k8ssandra(tmp_path):

@@ -7,9 +7,9 @@ import re
 import pytest
 
 from k8sctl.errors import UsageError
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 
-PROVENANCE = k8ssandra.CRD_DIR / "PROVENANCE.md"
+PROVENANCE = crds_and_identity.CRD_DIR / "PROVENANCE.md"
 
 
 def recorded_hashes() -> dict[str, str]:
@@ -19,24 +19,24 @@ def recorded_hashes() -> dict[str, str]:
 
 def test_every_vendored_file_is_recorded_with_its_hash():
     recorded = recorded_hashes()
-    on_disk = {str(p.relative_to(k8ssandra.CRD_DIR)): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in k8ssandra.CRD_DIR.rglob("*.yaml")}
+    on_disk = {str(p.relative_to(crds_and_identity.CRD_DIR)): hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in crds_and_identity.CRD_DIR.rglob("*.yaml")}
     assert len(recorded) == 16
     assert on_disk == recorded  # a hand edit, or a file not in PROVENANCE.md, fails here
 
 
 def test_production_and_unpatched_differ_only_in_the_cassandradatacenter_crd():
-    production = [p.relative_to(k8ssandra.CRD_DIR).as_posix() for p in k8ssandra.crd_files("production")]
-    unpatched = [p.relative_to(k8ssandra.CRD_DIR).as_posix() for p in k8ssandra.crd_files("unpatched")]
+    production = [p.relative_to(crds_and_identity.CRD_DIR).as_posix() for p in crds_and_identity.crd_files("production")]
+    unpatched = [p.relative_to(crds_and_identity.CRD_DIR).as_posix() for p in crds_and_identity.crd_files("unpatched")]
     assert len(production) == len(unpatched) == 15
     assert set(production) ^ set(unpatched) == {
         "cass-operator/cassandra.datastax.com_cassandradatacenters.yaml",
         "cass-operator-unpatched/cassandra.datastax.com_cassandradatacenters.yaml"}
-    assert k8ssandra.crd_files() == k8ssandra.crd_files("production")
+    assert crds_and_identity.crd_files() == crds_and_identity.crd_files("production")
 
 
 def _spec_config(form: str):
-    crd = next(d for d in k8ssandra.crd_documents(form) if d["spec"]["names"]["kind"] == "CassandraDatacenter")
+    crd = next(d for d in crds_and_identity.crd_documents(form) if d["spec"]["names"]["kind"] == "CassandraDatacenter")
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     return spec, spec["properties"].get("config")
 
@@ -49,7 +49,7 @@ def test_the_two_forms_are_what_the_issue_describes():
 
 
 def test_one_document_per_crd_and_names_unique():
-    docs = k8ssandra.crd_documents()
+    docs = crds_and_identity.crd_documents()
     names = [d["metadata"]["name"] for d in docs]
     assert len(set(names)) == len(names) == 15
     assert all(d["kind"] == "CustomResourceDefinition" for d in docs)
@@ -57,4 +57,4 @@ def test_one_document_per_crd_and_names_unique():
 
 def test_unknown_form_is_a_usage_error():
     with pytest.raises(UsageError, match="--cassandradatacenter-crd 'patched' is not one of production, unpatched"):
-        k8ssandra.crd_files("patched")
+        crds_and_identity.crd_files("patched")

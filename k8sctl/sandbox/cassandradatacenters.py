@@ -1,0 +1,45 @@
+"""The CassandraDatacenters of a sandbox: list them; mark them Ready, standing in for cass-operator.
+
+cass-operator does not run in the sandbox: `mark_ready` sets what it would report once a
+datacenter's pods are up, so that what waits for Ready (reconcile's gating) can be tried.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from k8sctl import kube
+from k8sctl.reconcile import ready_state  # the CassandraDatacenter's Ready rule has one home
+from k8sctl.sandbox.cluster import admin_clients
+
+_ALL_DATACENTERS = "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters"  # every namespace
+
+
+def list_datacenters(directory: Path) -> list[dict]:
+    rows = []
+    for c, client in admin_clients(directory):
+        for dc in client.request("GET", _ALL_DATACENTERS).get("items", []):
+            rows.append({"context": c.context, "namespace": dc["metadata"]["namespace"], "name": dc["metadata"]["name"],
+                         "size": dc["spec"].get("size"), "ready": bool(ready_state(dc)[0])})
+    return rows
+
+
+def ready_status(dc: dict) -> dict:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"cassandraOperatorProgress": "Ready", "observedGeneration": dc["metadata"].get("generation", 1),
+            "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxStandIn",
+                            "message": "marked Ready by k8sctl sandbox (no cass-operator runs here)",
+                            "lastTransitionTime": now}]}
+
+
+def mark_ready(directory: Path) -> list[str]:
+    done = []
+    for c, client in admin_clients(directory):
+        for dc in client.request("GET", _ALL_DATACENTERS).get("items", []):
+            if ready_state(dc)[0]:
+                continue
+            meta = dc["metadata"]
+            client.request("PATCH", kube.CASSANDRA_DATACENTER.path(meta["namespace"], meta["name"], "status"),
+                           {"status": ready_status(dc)}, content_type="application/merge-patch+json")
+            done.append(f"{c.context}: {meta['namespace']}/{meta['name']} marked Ready (standing in for cass-operator)")
+    return done

@@ -1,0 +1,45 @@
+"""`sandbox apply`: server-side apply manifests to one sandbox cluster (no kubectl needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from k8sctl import kube
+from k8sctl.errors import UsageError
+from k8sctl.sandbox.cluster import admin_clients
+
+
+def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
+    where = f"{filename}: document {index}"
+    if not isinstance(doc, dict):
+        what = "a list" if isinstance(doc, list) else f"a {type(doc).__name__}"
+        raise UsageError(f"{where} is {what}, not a Kubernetes object: each document must be a mapping with "
+                         f"apiVersion, kind and metadata.name (write a list as separate '---' documents)")
+    meta = doc.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
+        raise UsageError(f"{where} has no metadata.name")
+    kind = doc.get("kind", "")
+    if kind == "ClientConfig":
+        return kube.clientconfig_resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
+    if kind not in kube.BUILTIN:
+        raise UsageError(f"{where}: kind {kind!r} is not one the sandbox applies")
+    return kube.BUILTIN[kind]
+
+
+def apply_file(directory: Path, context: str, filename: Path, namespace: str) -> list[str]:
+    try:
+        docs = [d for d in yaml.safe_load_all(filename.read_text()) if d]
+    except (OSError, yaml.YAMLError) as e:
+        raise UsageError(f"cannot read manifests from {filename}: {e}") from None
+    # Every document is checked before the first is applied: nothing half-written.
+    resources = [_resource(doc, filename, i) for i, doc in enumerate(docs, 1)]
+    for _, client in admin_clients(directory, only=context):
+        done = []
+        for doc, resource in zip(docs, resources):
+            if resource.namespaced:
+                doc.setdefault("metadata", {}).setdefault("namespace", namespace)
+            client.apply(resource, doc, force=True)
+            done.append(f"{doc['kind']} {doc['metadata'].get('namespace', '')}/{doc['metadata']['name']} applied in {context}")
+        return done
+    raise UsageError(f"no context {context!r} in the sandbox at {directory}")
