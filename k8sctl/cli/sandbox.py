@@ -35,33 +35,38 @@ def _progress():
     return reporter, reporter.close
 
 
-def _binaries(progress, allow_build: bool = True):
+def _binaries(progress, allow_build: bool = True, kubernetes_version: str | None = None):
     from k8sctl.sandbox import binaries
 
-    return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None,
-                           progress=progress, allow_build=allow_build)
+    return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None, progress=progress,
+                           allow_build=allow_build, kubernetes_version=kubernetes_version)
+
+
+# Kept literal so that --help imports nothing; tests/unit/test_kubernetes_versions.py checks it.
+KUBERNETES_VERSION_HELP = ("Kubernetes minor version to run: 1.34, 1.35, 1.36 or 1.37 (default: 1.37). Each is built "
+                           "once from Go modules (about 7 minutes on 2 cores) and cached beside the others.")
+KubernetesVersionOption = typer.Option(None, "--kubernetes-version", show_default=False, help=KUBERNETES_VERSION_HELP)
 
 
 @app.command("binaries")
 @handle_errors
-def binaries_cmd(output: Output = OutputOption) -> None:
+def binaries_cmd(kubernetes_version: Optional[str] = KubernetesVersionOption, output: Output = OutputOption) -> None:
     """Build (once) or locate etcd, kube-apiserver and kube-controller-manager, and print where they are."""
-    from k8sctl.sandbox import binaries
+    from k8sctl.sandbox import binaries, interrupts
 
-    from k8sctl.sandbox import interrupts
-
+    release = binaries.kubernetes_release(kubernetes_version) if kubernetes_version is not None else None
     t0 = time.monotonic()
     update, stop = _progress()
     try:
         with interrupts.signals_raise():
-            bins = _binaries(update)
+            bins = _binaries(update, kubernetes_version=release)
     except KeyboardInterrupt as e:
         stop()
         raise _interrupted(e, None) from None
     finally:
         stop()
     data = {
-        "kubernetesVersion": binaries.KUBERNETES_VERSION,
+        "kubernetesVersion": release or binaries.KUBERNETES_VERSION,
         "etcdVersion": binaries.ETCD_VERSION,
         "binaries": bins.as_dict(),
         "sources": bins.sources,
@@ -95,6 +100,7 @@ def up_cmd(
         help="With --k8ssandra, the CassandraDatacenter CRD form: 'production' (default; as cass-operator's "
              "kustomization builds it: spec.config not in the schema, an object accepted) or 'unpatched' (its raw "
              "config/crd/bases file, as some installs have it: spec.config a byte string, an object refused)."),
+    kubernetes_version: Optional[str] = KubernetesVersionOption,
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
     output: Output = OutputOption,
 ) -> None:
@@ -106,17 +112,23 @@ def up_cmd(
     if cassandradatacenter_crd is not None and not k8ssandra:
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
+    from k8sctl.sandbox import binaries
+
+    release = binaries.kubernetes_release(kubernetes_version) if kubernetes_version is not None else None
     from k8sctl.sandbox import interrupts
 
     update, stop = _progress()
     try:
         with interrupts.signals_raise():
-            bins = _binaries(update)
+            bins = _binaries(update, kubernetes_version=release)
             t0 = time.monotonic()
             if k8ssandra:
                 crds_and_identity.parse_in_background(crd_form)
             state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update,
                                        timeout=timeout)
+            if "KUBEBUILDER_ASSETS" not in bins.sources.values():  # else: whatever those binaries are
+                state.kubernetes_version = release or binaries.KUBERNETES_VERSION
+                state.save()
             if k8ssandra:
                 try:
                     crds_and_identity.install_all(state, progress=update, cassandradatacenter_crd=crd_form)
@@ -133,6 +145,7 @@ def up_cmd(
         "kubeconfig": state.kubeconfig,
         "k8ssandra": k8ssandra,
         "cassandraDatacenterCrd": crd_form if k8ssandra else None,
+        "kubernetesVersion": state.kubernetes_version,
         "seconds": round(time.monotonic() - t0, 1),
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],

@@ -65,6 +65,7 @@ class SandboxState:
     clusters: list[ClusterInfo]
     k8ssandra: bool = False
     cassandradatacenter_crd: str | None = None  # with k8ssandra: which CassandraDatacenter CRD form
+    kubernetes_version: str | None = None  # the release run, when known (not for KUBEBUILDER_ASSETS)
 
     @property
     def kubeconfig(self) -> str:

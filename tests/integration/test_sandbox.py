@@ -17,7 +17,7 @@ import yaml
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import cluster, crds_and_identity, processes
+from k8sctl.sandbox import binaries, cluster, crds_and_identity, processes
 
 from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
@@ -206,6 +206,28 @@ def test_production_crds_accept_the_upstream_samples(sandbox, admins):
     with pytest.raises(kube.ApiError) as refused:
         admins[0].create(kube.K8SSANDRA_CLUSTER, bad_size, "default", dry_run=True)
     assert refused.value.status == 422 and "size" in str(refused.value)
+
+
+@pytest.mark.parametrize("minor", list(binaries.KUBERNETES_RELEASES))
+def test_each_kubernetes_version_runs_the_k8ssandra_preparation(tmp_path, minor):
+    """Every supported minor, where its binaries are cached (CI builds only the default: a cold
+    build is 7 minutes of 2 cores). Build one with `k8sctl sandbox binaries --kubernetes-version`."""
+    release = binaries.KUBERNETES_RELEASES[minor]
+    if release not in binaries.cached_releases():
+        pytest.skip(f"Kubernetes {release} is not cached: build it with "
+                    f"'k8sctl sandbox binaries --kubernetes-version {minor}' (about 7 minutes on 2 cores)")
+    bins = binaries.ensure(allow_build=False, kubernetes_version=release)
+    d = tmp_path / f"k8s-{minor}"
+    state = cluster.up(d, 1, bins)
+    try:
+        c = state.clusters[0]
+        crds_and_identity.install(c.kubeconfig, c.context)
+        admin = admin_client(c)
+        assert admin.request("GET", "/version")["gitVersion"] == release
+        assert admin.api_versions("k8ssandra.io") == ["v1alpha1"]
+        assert admin.whoami() == "admin"
+    finally:
+        cluster.down(d)
 
 
 def _port_open(port: int) -> bool:

@@ -1,6 +1,7 @@
 // Builds kube-apiserver and kube-controller-manager from the Go module proxy.
 // k8s.io/kubernetes requires its staging modules at v0.0.0, which the proxy does
 // not serve, so each one is replaced by its published v0.<minor>.<patch>.
+// Written by hack/kubernetes-gomod.py v1.37.2, then go mod tidy.
 module k8sctl.invalid/controlplane/kubernetes
 
 go 1.26.0
