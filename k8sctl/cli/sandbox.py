@@ -105,41 +105,44 @@ def up_cmd(
     output: Output = OutputOption,
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
+    from k8sctl.sandbox import binaries, crds_and_identity, interrupts
     from k8sctl.sandbox import cluster as sandbox_cluster
-    from k8sctl.sandbox import crds_and_identity
 
-    sandbox_cluster.validate_up(clusters, prefix, timeout)  # before a possible build
+    # 1. Check every option before anything is built or started.
+    sandbox_cluster.validate_up(clusters, prefix, timeout)
     if cassandradatacenter_crd is not None and not k8ssandra:
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
-    from k8sctl.sandbox import binaries
-
     release = binaries.kubernetes_release(kubernetes_version) if kubernetes_version is not None else None
-    from k8sctl.sandbox import interrupts
-
+    directory = directory.expanduser()
+    logs = None  # where this run's logs are, once it writes any
     update, stop = _progress()
     try:
         with interrupts.signals_raise():
+            # 2. The binaries: found, or built once.
             bins = _binaries(update, kubernetes_version=release)
             t0 = time.monotonic()
             if k8ssandra:
                 crds_and_identity.parse_in_background(crd_form)
-            state = sandbox_cluster.up(directory.expanduser(), clusters, bins, prefix=prefix, progress=update,
-                                       timeout=timeout)
-            if "KUBEBUILDER_ASSETS" not in bins.sources.values():  # else: whatever those binaries are
-                state.kubernetes_version = release or binaries.KUBERNETES_VERSION
-                state.save()
-            if k8ssandra:
-                try:
+            # 3. The clusters (on failure, up stops what it started).
+            logs = directory / "logs"
+            state = sandbox_cluster.up(directory, clusters, bins, prefix=prefix, progress=update, timeout=timeout)
+            try:
+                if "KUBEBUILDER_ASSETS" not in bins.sources.values():  # else: whatever those binaries are
+                    state.kubernetes_version = release or binaries.KUBERNETES_VERSION
+                    state.save()
+                # 4. With --k8ssandra: the CRDs and the operator's identity in every cluster.
+                if k8ssandra:
                     crds_and_identity.install_all(state, progress=update, cassandradatacenter_crd=crd_form)
-                except BaseException:
-                    sandbox_cluster.abandon(Path(state.directory))
-                    raise
+            except BaseException:
+                sandbox_cluster.abandon(directory)
+                raise
     except KeyboardInterrupt as e:
         stop()
-        raise _interrupted(e, directory.expanduser() / "logs") from None
+        raise _interrupted(e, logs) from None
     finally:
         stop()
+    # 5. What was started, for people or scripts.
     data = {
         "directory": state.directory,
         "kubeconfig": state.kubeconfig,
