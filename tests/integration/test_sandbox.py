@@ -398,6 +398,24 @@ def test_sigterm_during_up_leaves_nothing_running(tmp_path, control_plane_binari
     _assert_nothing_left(d)
 
 
+def test_sigterm_while_installing_the_crds_leaves_nothing_running(tmp_path, control_plane_binaries):
+    """After the clusters are up, during --k8ssandra's CRD install (step 4 of `up`)."""
+    d = tmp_path / "crds"
+    proc = _up_in_background(d, control_plane_binaries, "--clusters", "2", "--k8ssandra")
+    seen = []
+    for line in proc.stderr:  # one line per step off a terminal
+        seen.append(line)
+        if "installing K8ssandra CRDs" in line:
+            break
+    assert any("installing K8ssandra CRDs" in x for x in seen), seen
+    assert (d / "sandbox.json").exists()  # the clusters were up
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "error: terminated by SIGTERM: stopped everything this run had started" in err and "Traceback" not in err
+    _assert_nothing_left(d)
+
+
 def test_port_race_is_named(tmp_path, control_plane_binaries):
     bins = with_fake_apiserver(
         tmp_path, control_plane_binaries,
