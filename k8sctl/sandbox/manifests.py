@@ -28,6 +28,8 @@ def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
 
 
 def apply_file(directory: Path, context: str, filename: Path, namespace: str) -> list[str]:
+    if not namespace.strip():
+        raise UsageError("--namespace must not be empty: name the namespace for objects that do not say theirs")
     try:
         docs = [d for d in yaml.safe_load_all(filename.read_text()) if d]
     except (OSError, yaml.YAMLError) as e:

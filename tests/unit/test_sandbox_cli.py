@@ -69,3 +69,10 @@ def test_apply_refuses_a_document_that_is_not_an_object(tmp_path):
         r = CliRunner().invoke(app, ["sandbox", "apply", "--dir", str(tmp_path / "none"), "--context", "c", "-f", str(f)])
         assert r.exit_code == 2, (text, r.output)
         assert r.output.startswith(f"error: {f}: {words}") and len(r.output.splitlines()) == 1, r.output
+
+
+def test_apply_refuses_an_empty_namespace(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    r = CliRunner().invoke(app, ["sandbox", "apply", "--dir", str(tmp_path), "--context", "c", "-f", str(f), "-n", ""])
+    assert r.exit_code == 2 and r.output.startswith("error: --namespace must not be empty")
