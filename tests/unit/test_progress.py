@@ -87,3 +87,21 @@ def test_first_build_prints_its_steps_when_not_on_a_terminal(tmp_path):
     again = subprocess.run([sys.executable, "-m", "k8sctl", "sandbox", "binaries", "-o", "json"], env=env,
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and again.stderr == ""
+
+
+def test_a_build_waiting_for_another_says_so(tmp_path):
+    import fcntl
+
+    env = fake_go(tmp_path)
+    root = tmp_path / "cache" / "k8sctl" / "controlplane"
+    root.mkdir(parents=True)
+    with open(root / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another k8sctl is building
+        proc = subprocess.Popen([sys.executable, "-m", "k8sctl", "sandbox", "binaries", "-o", "json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stderr.readline()
+        assert re.fullmatch(r"\[ +\d+s\] waiting for another k8sctl that is building the same binaries into "
+                            r".*kubernetes-v1\.37\.2_etcd-v3\.6\.16\n", first), first
+        assert proc.poll() is None
+    _, rest = proc.communicate(timeout=60)  # the lock is free: it builds
+    assert proc.returncode == 0 and "go build etcd" in rest
