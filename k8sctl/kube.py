@@ -25,7 +25,9 @@ log = logging.getLogger("k8sctl")
 
 FIELD_MANAGER = "k8sctl"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read
-MAX_RETRY_AFTER = 10
+APPLY_PATCH = "application/apply-patch+yaml"
+# Retries of one request stop after this long, or at the client's deadline if that is nearer.
+RETRY_BUDGET = 10.0
 
 
 @dataclass
@@ -297,9 +299,11 @@ class KubeClient:
     """
 
     def __init__(self, config: dict, context: str, base_path: str = "", timeout=DEFAULT_TIMEOUT, *,
-                 trusted: bool = True, source: str = "kubeconfig", stats: RequestStats | None = None):
+                 trusted: bool = True, source: str = "kubeconfig", stats: RequestStats | None = None,
+                 deadline: float | None = None):
         view = kc.select_context(config, context, source)
         self.context = context
+        self.deadline = deadline  # time.monotonic() past which no request is retried
         self.stats = stats or STATS  # the process-wide count unless a caller keeps its own
         self.timeout = timeout
         refused = kc.stored_kubeconfig_problem(view)
@@ -341,21 +345,31 @@ class KubeClient:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": "k8sctl"}
         payload = json.dumps(body).encode() if body is not None else None  # JSON is YAML for apply-patch+yaml
-        for attempt in range(MAX_RETRY_AFTER + 1):
+        # Only idempotent requests are retried (a GET, a server-side apply): a POST that reached
+        # the server may have done its work. They are retried on a connection reset, 429 and
+        # 5xx, with backoff (or the server's Retry-After), never past the deadline.
+        idempotent = method == "GET" or (method == "PATCH" and content_type == APPLY_PATCH)
+        deadline = min(self.deadline or float("inf"), time.monotonic() + RETRY_BUDGET)
+        backoff = 0.1
+        while True:
             self.stats.record(method)
             try:
                 status, resp_headers, data = self._transport.send(method, url, headers, payload,
                                                                   timeout or self.timeout)
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 cause = _describe(_exception_text(e))
+                if idempotent and cause == _RESET and _pause(backoff, deadline):
+                    backoff = min(backoff * 2, 2.0)
+                    continue
                 raise Unreachable(self._unreachable_message(cause), cause) from None
-            retry_after = resp_headers.get("Retry-After")
-            # 429/503 with Retry-After is retried, as client-go does, but after a quarter of
-            # Retry-After (at most 0.5 s): the case met here, a new CRD's storage initializing,
-            # clears well within a second, and 10 tries still span several seconds.
-            if status in (429, 503) and retry_after and attempt < MAX_RETRY_AFTER:
-                time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 2.0) / 4)
-                continue
+            if idempotent and (status == 429 or status >= 500):
+                # A quarter of Retry-After (at most 0.5 s), never less than the backoff: the case met
+                # here, a new CRD's storage initializing (Retry-After: 1), clears well within a second.
+                retry_after = resp_headers.get("Retry-After") or ""
+                wait = max(backoff, min(float(retry_after), 2.0) / 4) if retry_after.isdigit() else backoff
+                if _pause(wait, deadline):
+                    backoff = min(backoff * 2, 2.0)
+                    continue
             break
         if not 200 <= status <= 299:
             raise self._api_error(method, path, status, data)
@@ -375,9 +389,11 @@ class KubeClient:
         if status == 401:
             text = (f"the API server of context {self.context!r} ({self.server}) rejected the credentials "
                     f"(401 Unauthorized): the token or certificate is invalid or expired")
-        elif status == 403 and self.anonymous and "system:anonymous" in message:
-            text = (f"context {self.context!r} has no credentials (no token, client certificate or exec plugin), so "
-                    f"the API server at {self.server} treats it as system:anonymous and refuses: {method} {path} (403)")
+        elif status == 403 and "system:anonymous" in message:
+            why = ("the context has no credentials (no token, client certificate or exec plugin)" if self.anonymous
+                   else "its credentials were not sent (did its exec plugin fail? see the warning above)")
+            text = (f"the API server of context {self.context!r} ({self.server}) took the request as anonymous "
+                    f"(system:anonymous) and refused {method} {path} (403): {why}")
         else:
             text = f"{method} {path} in context {self.context!r}: {status} {reason or ''} {message}".strip()
         cls = NotFound if status == 404 else ApiError
@@ -408,7 +424,7 @@ class KubeClient:
         path = resource.path(meta.get("namespace"), meta["name"], subresource)
         query = {"fieldManager": field_manager, "force": "true" if force else None,
                  "dryRun": "All" if dry_run else None}
-        return self.request("PATCH", path, obj, query=query, content_type="application/apply-patch+yaml")
+        return self.request("PATCH", path, obj, query=query, content_type=APPLY_PATCH)
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
         self.request("DELETE", resource.path(namespace, name))
@@ -456,7 +472,11 @@ def _first_line(e: Any) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
+_RESET = "connection reset by the server"
 _CAUSES = {
+    "connection reset": _RESET,
+    "connection aborted": _RESET,
+    "remote end closed connection": _RESET,
     "certificate verify failed": "TLS certificate verify failed: the kubeconfig's CA does not match the server",
     "connection refused": "connection refused",
     "timed out": "connection timed out",
@@ -464,6 +484,14 @@ _CAUSES = {
     "no route to host": "no route to host",
     "wrong version number": "TLS handshake failed (is it an https endpoint?)",
 }
+
+
+def _pause(seconds: float, deadline: float) -> bool:
+    """Sleep before a retry, unless that would pass the deadline."""
+    if time.monotonic() + seconds >= deadline:
+        return False
+    time.sleep(seconds)
+    return True
 
 
 def _describe(text: str) -> str:

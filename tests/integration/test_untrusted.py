@@ -257,3 +257,18 @@ def test_inline_kubeconfigs_do_not_import_the_kubernetes_package(sandbox):
             "print('kubernetes' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["admin", "False"]  # the sandbox admin's certificate is CN=admin
+
+
+def test_no_credentials_and_a_failing_exec_plugin_are_named(sandbox, tmp_path):
+    doc = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
+    doc["users"][0]["user"] = {}
+    path = tmp_path / "anonymous.yaml"
+    kc.write_private(path, kc.dump(doc))
+    r = CliRunner().invoke(app, ["reconcile", "x", "--kubeconfig", str(path)])
+    assert r.exit_code == 1 and "the context has no credentials" in r.output, r.output
+    doc["users"][0]["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1", "command": "false",
+                                        "interactiveMode": "Never"}}
+    kc.write_private(path, kc.dump(doc))
+    r = CliRunner().invoke(app, ["reconcile", "x", "--kubeconfig", str(path)])
+    assert r.exit_code == 1 and "did its exec plugin fail?" in r.output, r.output
+    assert "ERROR:root" not in r.output and r.output.count("error:") == 1
