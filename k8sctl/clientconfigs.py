@@ -373,6 +373,8 @@ def run(c: Completed, progress: Progress = lambda s: None) -> Result:
         regs = [f.result() for f in planned]
         for reg in regs:
             _decide(c, reg, dest_state[reg.name].result())
+        if o.output_dir is not None and not o.dry_run:
+            _check_artifact_paths(o.output_dir, regs)  # before any write: a bad path must not stop us half-way
         if not o.dry_run:
             for reg in regs:
                 _apply(reg, dest, c.dest_namespace, o.force, progress)
@@ -734,12 +736,20 @@ def _output_dir(path: Path) -> Path:
     return path
 
 
+def _artifact_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    return {"kubeconfig": out_dir / f"{name}.kubeconfig", "secret": out_dir / f"{name}-secret.yaml",
+            "clientconfig": out_dir / f"{name}-clientconfig.yaml"}
+
+
+def _check_artifact_paths(out_dir: Path, regs: list[Registration]) -> None:
+    for reg in regs:
+        for path in _artifact_paths(out_dir, reg.name).values():
+            if path.exists() and not path.is_file():
+                raise UsageError(f"{path} is a folder or special file: remove it or pass another --output-dir")
+
+
 def _write_artifacts(reg: Registration, out_dir: Path, show_secrets: bool) -> None:
-    paths = {
-        "kubeconfig": out_dir / f"{reg.name}.kubeconfig",
-        "secret": out_dir / f"{reg.name}-secret.yaml",
-        "clientconfig": out_dir / f"{reg.name}-clientconfig.yaml",
-    }
+    paths = _artifact_paths(out_dir, reg.name)
     secret = reg.secret if show_secrets else redact_secret(reg.secret)
     try:
         kc.write_private(paths["kubeconfig"], kc.dump(reg.kubeconfig_doc))

@@ -47,10 +47,11 @@ def test_bad_input(command, exit_code, message, sandbox, admins, tmp_path):
     (tmp_path / "file").write_text("x")
     (tmp_path / "bad.yaml").write_text("clusters: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    (tmp_path / "art" / "art.kubeconfig").mkdir(parents=True)
     places = {f"kc{i}": c.kubeconfig for i, c in enumerate(sandbox.clusters)}
     places |= {f"ic{i}": c.in_cluster_kubeconfig for i, c in enumerate(sandbox.clusters)}
     places |= {"tmp": str(empty), "file": str(tmp_path / "file"), "badyaml": str(tmp_path / "bad.yaml"),
-               "yamllist": str(tmp_path / "list.yaml")}
+               "yamllist": str(tmp_path / "list.yaml"), "artdir": str(tmp_path / "art")}
     argv = shlex.split(command.format(**places))
     before = _objects(admins)
     r = CliRunner().invoke(app, argv, env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})

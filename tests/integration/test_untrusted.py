@@ -272,3 +272,15 @@ def test_no_credentials_and_a_failing_exec_plugin_are_named(sandbox, tmp_path):
     r = CliRunner().invoke(app, ["reconcile", "x", "--kubeconfig", str(path)])
     assert r.exit_code == 1 and "did its exec plugin fail?" in r.output, r.output
     assert "ERROR:root" not in r.output and r.output.count("error:") == 1
+
+
+def test_insecure_kubeconfig_gives_one_warning_of_ours(sandbox, tmp_path):
+    """The user's own kubeconfig may turn verification off: one warning line, not urllib3's per request."""
+    doc = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
+    del doc["clusters"][0]["cluster"]["certificate-authority-data"]
+    doc["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = True
+    path = tmp_path / "insecure.yaml"
+    kc.write_private(path, kc.dump(doc))
+    r = CliRunner().invoke(app, ["reconcile", "nope", "--kubeconfig", str(path)])
+    assert r.exit_code == 2 and "not found" in r.output
+    assert r.stderr.count("warning: TLS verification is off") == 1 and "InsecureRequestWarning" not in r.output
