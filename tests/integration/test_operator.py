@@ -93,10 +93,10 @@ def settle(op_sandbox, seconds: float = 5.0) -> dict:
     return operator.wait_ready(Path(op_sandbox.directory), timeout=60)
 
 
-def register(op_sandbox, tmp_path):
+def register(op_sandbox, tmp_path, *extra: str):
     c0, c1 = op_sandbox.clusters
     r = invoke("create-clientconfig", "--src-kubeconfig", c1.kubeconfig, "--dest-kubeconfig", c0.kubeconfig,
-               "--in-cluster-kubeconfig", c1.in_cluster_kubeconfig, "--output-dir", str(tmp_path), "-o", "json")
+               "--in-cluster-kubeconfig", c1.in_cluster_kubeconfig, "--output-dir", str(tmp_path), "-o", "json", *extra)
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)
 
@@ -161,10 +161,10 @@ def test_logs_command_prints_the_operators_log(op_sandbox):
 
 
 def test_registration_restarts_it_once_and_an_unchanged_rerun_not_at_all(op_sandbox, control, tmp_path):
-    before = status(op_sandbox)
+    before = operator.wait_ready(Path(op_sandbox.directory), timeout=60)
     doc = register(op_sandbox, tmp_path / "first")
     assert [o["action"] for o in doc["registrations"][0]["objects"]] == ["created", "created"]
-    after = operator.wait_ready(Path(op_sandbox.directory), timeout=60, after_runs=before["restarts"] + 1)
+    operator.wait_ready(Path(op_sandbox.directory), timeout=60, after_runs=before["runs"])
     after = settle(op_sandbox)
     assert after["restarts"] == before["restarts"] + 1
     assert "shutting down the operator" in after["lastExit"]["reason"]
@@ -179,6 +179,16 @@ def test_registration_restarts_it_once_and_an_unchanged_rerun_not_at_all(op_sand
         == cc["metadata"]["resourceVersion"]
     final = settle(op_sandbox)
     assert final["restarts"] == after["restarts"] and final["pid"] == after["pid"]
+
+
+def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
+    before = operator.wait_ready(Path(op_sandbox.directory), timeout=60)
+    rotated = register(op_sandbox, tmp_path, "--token-source", "request")  # a new token: new Secret data
+    assert [o["action"] for o in rotated["registrations"][0]["objects"]] == ["updated", "unchanged"]
+    operator.wait_ready(Path(op_sandbox.directory), timeout=60, after_runs=before["runs"])
+    after = settle(op_sandbox)
+    assert after["restarts"] == before["restarts"] + 1
+    assert "or secret has been modified, shutting down the operator" in after["lastExit"]["reason"]
 
 
 def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, control, data_plane, tmp_path):

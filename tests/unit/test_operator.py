@@ -140,3 +140,20 @@ def test_supervisor_restarts_counts_and_stops(tmp_path):
     final = json.loads((tmp_path / "status.json").read_text())
     assert final["state"] == "stopped" and final["restarts"] == 2
     assert not (tmp_path / "operator.pid").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--operator", "--operator-source", "/nonexistent/k8ssandra-operator"],
+     "error: --operator-source /nonexistent/k8ssandra-operator has no go.mod: pass a checkout of "
+     "k8ssandra/k8ssandra-operator v1.32.5"),
+    (["--operator-source", "/tmp"], "error: --operator-source needs --operator"),
+])
+def test_up_refuses_a_bad_operator_source_in_one_line(tmp_path, argv, message):
+    from typer.testing import CliRunner
+
+    from k8sctl.cli import app
+
+    r = CliRunner().invoke(app, ["sandbox", "up", "--dir", str(tmp_path / "sb"), *argv])
+    assert r.exit_code == 2
+    assert r.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "sb").exists()
