@@ -162,7 +162,7 @@ def _clusters_table(d: dict) -> None:
 @handle_errors
 def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
     """Show the sandbox's clusters, whether each API server answers, and the operator if it runs.
-    Exit 1 if an API server does not answer or the operator is not running."""
+    Exit 1 if an API server does not answer or nothing supervises the operator any more."""
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     state, live, ready = sandbox_cluster.status(directory.expanduser())
@@ -178,7 +178,7 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
         from k8sctl.sandbox import operator
 
         data["operator"] = operator.status_report(Path(state.directory), state.operator, live)
-        operator_down = data["operator"]["state"] != "running"
+        operator_down = data["operator"]["state"] == operator.UNSUPERVISED  # restarting is normal; unsupervised is not
 
     def text(d):
         _clusters_table(d)

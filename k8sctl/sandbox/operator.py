@@ -252,6 +252,7 @@ def install(client, source: Path, namespace: str, crds: list[dict]) -> None:
 OPERATOR_DIR = "operator"
 SUPERVISOR = "operator-supervisor"   # process names (run/<name>.pid, logs/<name>.log)
 MANAGER = "operator"
+UNSUPERVISED = "not supervised"
 STOP_ORDER = (SUPERVISOR, MANAGER)   # the supervisor first, or it would start the manager again
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 # Runs inside the private mount namespace: a tmpfs over /run (never the host's) holding the
@@ -450,7 +451,7 @@ def status_report(directory: Path, info: dict, live: dict[str, int]) -> dict:
     status = read_status(directory) or {}
     state = status.get("state", "unknown")
     if SUPERVISOR not in live:
-        state = "not supervised"  # supervisor gone: nothing restarts the manager
+        state = UNSUPERVISED  # nothing restarts the manager any more
     elif state == "running" and MANAGER not in live:
         state = "restarting"
     return {"state": state, "pid": live.get(MANAGER), "restarts": status.get("restarts", 0),
@@ -521,8 +522,11 @@ def wait_ready(directory: Path, timeout: float = 120.0, supervisor=None, after_r
         if status.get("runs", 0) > after_runs and status.get("state") == "running" \
                 and port and health_ok(port) and is_serving(run_log(directory, status)):
             return status
+        last = (status.get("lastExit") or {}).get("reason") or ""
+        if f":{WEBHOOK_PORT}: bind: address already in use" in last:
+            raise SandboxError(f"the operator cannot listen on its webhook port {WEBHOOK_PORT} (fixed in its main.go): "
+                               f"another process took it; read {log}")
         if time.monotonic() > deadline:
-            last = (status.get("lastExit") or {}).get("reason")
             raise SandboxError(f"the operator did not start serving within {timeout:.0f}s"
                                f"{'; last exit: ' + last if last else ''}; read {log}")
         time.sleep(0.2)
