@@ -525,7 +525,7 @@ def wait_ready(directory: Path, timeout: float = 120.0, supervisor=None, after_r
         last = (status.get("lastExit") or {}).get("reason") or ""
         if f":{WEBHOOK_PORT}: bind: address already in use" in last:
             raise SandboxError(f"the operator cannot listen on its webhook port {WEBHOOK_PORT} (fixed in its main.go): "
-                               f"another process took it; read {log}")
+                               "another process took it after the check (a race: run again)")
         if time.monotonic() > deadline:
             raise SandboxError(f"the operator did not start serving within {timeout:.0f}s"
                                f"{'; last exit: ' + last if last else ''}; read {log}")
