@@ -466,8 +466,16 @@ def status_line(r: dict) -> str:
         line += f" (pid {r['pid']}, since {r['started']})"
     line += f" in {r['context']}/{r['namespace']}, {r['restarts']} restart(s)"
     if r["lastExit"]:
-        line += f"; last exit: {r['lastExit']['reason'] or 'code ' + str(r['lastExit']['code'])}"
+        line += f"; last exit: {_message(r['lastExit']['reason']) or 'code ' + str(r['lastExit']['code'])}"
     return line
+
+
+def _message(log_line: str) -> str:
+    """The level, logger and message of a zap console line, without its time and JSON fields."""
+    fields = log_line.split("\t")
+    if len(fields) > 2 and fields[0][:4].isdigit():
+        fields = fields[1:]
+    return " ".join(f for f in fields if not f.startswith("{")).strip()
 
 
 def read_status(directory: Path) -> dict | None:

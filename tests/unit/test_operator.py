@@ -157,3 +157,13 @@ def test_up_refuses_a_bad_operator_source_in_one_line(tmp_path, argv, message):
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "sb").exists()
+
+
+def test_status_line_shows_the_reason_without_time_and_fields():
+    r = {"state": "running", "pid": 42, "started": "2026-11-27T05:37:36Z", "context": "kind-k8ssandra-0",
+         "namespace": "k8ssandra-operator", "restarts": 1,
+         "lastExit": {"code": 0, "reason": '2026-11-27T05:37:35.263Z\tINFO\tClientConfig k8ssandra-operator/x is missing '
+                                           'hash annotations, shutting down the operator\t{"controller": "clientconfig"}'}}
+    assert operator.status_line(r) == (
+        "operator: running (pid 42, since 2026-11-27T05:37:36Z) in kind-k8ssandra-0/k8ssandra-operator, 1 restart(s); "
+        "last exit: INFO ClientConfig k8ssandra-operator/x is missing hash annotations, shutting down the operator")
