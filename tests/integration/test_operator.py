@@ -6,6 +6,7 @@ Ready, `mark-ready` stands in for it (these tests say where).
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -214,6 +215,18 @@ def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, contr
     # Past the gate it wants Cassandra pods (to set replication): none run here, so it stops there.
     wait_for("the operator's next step", lambda: "no pods in READY state found in datacenter dc1"
              in (control.get(kube.K8SSANDRA_CLUSTER, "op-demo", NS).get("status") or {}).get("error", ""))
+
+
+def test_no_token_in_logs_or_arguments(op_sandbox, control, data_plane):
+    tokens = [base64.b64decode(c.get(kube.SECRET, "k8ssandra-operator-token", NS)["data"]["token"]).decode()
+              for c in (control, data_plane)]
+    logs = Path(op_sandbox.directory) / "logs"
+    texts = [(logs / f"{n}.log").read_text(errors="replace") for n in ("operator", "operator-supervisor")]
+    s = status(op_sandbox)
+    texts.append(Path(f"/proc/{s['pid']}/cmdline").read_bytes().decode(errors="replace"))
+    assert len(texts[0]) > 10000  # the operator has been talking (debug level, as its Deployment runs it)
+    for t in tokens:
+        assert all(t not in text for text in texts)
 
 
 def test_webhook_refuses_an_unknown_context(op_sandbox, control):
