@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -258,3 +259,28 @@ def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, c
     finally:
         control.delete(kube.K8SSANDRA_CLUSTER, "op-unpatched", NS)
         k8ssandra.install_crds(data_plane, [d for d in patched if d["spec"]["group"] == "cassandra.datastax.com"])
+
+
+def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, control):
+    """What create-clientconfig's verification prevents: a ClientConfig whose Secret is missing
+    stops the operator at start-up, again and again (the supervisor backs off, as for a pod)."""
+    before = operator.wait_ready(Path(op_sandbox.directory), timeout=60)
+    cc = {"apiVersion": "config.k8ssandra.io/v1beta1", "kind": "ClientConfig",
+          "metadata": {"name": "broken", "namespace": NS},
+          "spec": {"contextName": "kind-broken", "kubeConfigSecret": {"name": "no-such-secret"}}}
+    control.apply(kube.clientconfig_resource("v1beta1"), cc, force=True)
+    try:
+        def crashing():
+            s = operator.read_status(Path(op_sandbox.directory))
+            return s if s["restarts"] >= before["restarts"] + 2 and (s["lastExit"] or {}).get("code") == 1 else None
+
+        s = wait_for("the operator failing at start-up", crashing, timeout=60)
+        assert "unable to create manager cluster connections" in s["lastExit"]["reason"]
+        sup_log = (Path(op_sandbox.directory) / "logs" / "operator-supervisor.log").read_text()
+        backed_off = [line for line in sup_log.splitlines()
+                      if "exited (code 1)" in line and "unable to create manager cluster connections" in line
+                      and re.search(r"restart #\d+ in \d+s$", line)]
+        assert backed_off, sup_log
+    finally:
+        control.delete(kube.clientconfig_resource("v1beta1"), "broken", NS)
+    operator.wait_ready(Path(op_sandbox.directory), timeout=90)
