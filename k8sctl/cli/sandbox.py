@@ -102,6 +102,7 @@ def up_cmd(
         from k8sctl.sandbox import operator
 
         source = operator.resolve_source(operator_source)
+        operator.crd_paths(source)  # every CRD file present, before anything starts
         why = operator.unavailable_reason()
         if why:
             console().print(f"warning: running without the operator: {why}", markup=False)
@@ -121,8 +122,6 @@ def up_cmd(
             try:
                 operator_install.prepare_all(state, progress=update)
                 if run_operator:
-                    from k8sctl.sandbox import operator
-
                     operator.start(state, source, manager, progress=update, timeout=timeout)
             except BaseException:
                 sandbox_cluster.down(Path(state.directory))
