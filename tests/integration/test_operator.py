@@ -284,3 +284,19 @@ def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, con
     finally:
         control.delete(kube.clientconfig_resource("v1beta1"), "broken", NS)
     operator.wait_ready(Path(op_sandbox.directory), timeout=90)
+
+
+def test_without_a_private_mount_namespace_up_says_so_and_runs_without_it(control_plane_binaries, tmp_path, monkeypatch):
+    """The machine condition (no root, no user namespaces) is stood in for by its probe's answer."""
+    monkeypatch.setattr(operator, "unavailable_reason", lambda: "unshare --mount failed (Operation not permitted)")
+    d = tmp_path / "sb"
+    r = invoke("sandbox", "up", "-n", "1", "--operator", "--dir", str(d), "-o", "json")
+    try:
+        assert r.exit_code == 0, r.output
+        assert r.stderr.strip().splitlines() == [
+            "warning: running without the operator: unshare --mount failed (Operation not permitted)"]
+        up = json.loads(r.stdout)
+        assert up["operator"] is None and up["k8ssandra"] is True
+        assert not (d / "run" / "operator-supervisor.pid").exists() and not (d / "operator").exists()
+    finally:
+        invoke("sandbox", "down", "--dir", str(d))

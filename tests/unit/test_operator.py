@@ -167,3 +167,20 @@ def test_status_line_shows_the_reason_without_time_and_fields():
     assert operator.status_line(r) == (
         "operator: running (pid 42, since 2026-11-27T05:37:36Z) in kind-k8ssandra-0/k8ssandra-operator, 1 restart(s); "
         "last exit: INFO ClientConfig k8ssandra-operator/x is missing hash annotations, shutting down the operator")
+
+
+def test_no_unshare_is_one_reason(tmp_path, monkeypatch):
+    monkeypatch.setattr(operator.shutil, "which", lambda name: None)
+    assert operator.check_private_namespace("ns", tmp_path / "utab") == "unshare (util-linux) is not installed"
+
+
+def test_namespace_wrapper_gives_the_file_and_keeps_the_hosts_run(tmp_path):
+    """The wrapper itself (no operator): the command sees the namespace file, the host does not."""
+    if operator.check_private_namespace("ns-x", tmp_path / "utab" / "utab"):
+        pytest.skip("no private mount namespace on this machine")
+    prefix, env = operator.namespace_wrapper("ns-x", tmp_path / "utab" / "utab")
+    out = subprocess.run([*prefix, "sh", "-c", f'cat {operator.NAMESPACE_FILE}; echo; grep -c k8sctl-operator-run /proc/self/mountinfo'],
+                         capture_output=True, text=True, env={**os.environ, **env}, timeout=10)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["ns-x", "1"]  # the file, then its tmpfs in this namespace's mounts
+    assert "k8sctl-operator-run" not in Path("/proc/self/mountinfo").read_text()
