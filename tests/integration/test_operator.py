@@ -185,12 +185,22 @@ def test_registration_restarts_it_once_and_an_unchanged_rerun_not_at_all(op_sand
 
 def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
     before = operator.wait_ready(Path(op_sandbox.directory), timeout=60)
+    name = op_sandbox.clusters[1].context
+
+    def hashes() -> dict:
+        return control.get(kube.clientconfig_resource("v1beta1"), name, NS)["metadata"]["annotations"]
+
+    old = hashes()
     rotated = register(op_sandbox, tmp_path, "--token-source", "request")  # a new token: new Secret data
     assert [o["action"] for o in rotated["registrations"][0]["objects"]] == ["updated", "unchanged"]
     operator.wait_ready(Path(op_sandbox.directory), timeout=60, after_runs=before["runs"])
     after = settle(op_sandbox)
     assert after["restarts"] == before["restarts"] + 1
     assert "or secret has been modified, shutting down the operator" in after["lastExit"]["reason"]
+    # Its reload shows on the cluster: at start it writes the new Secret's hash on the ClientConfig.
+    new = hashes()
+    assert new["k8ssandra.io/secret-hash"] != old["k8ssandra.io/secret-hash"]
+    assert new["k8ssandra.io/resource-hash"] == old["k8ssandra.io/resource-hash"]
 
 
 def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, control, data_plane, tmp_path):
