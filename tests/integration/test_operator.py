@@ -103,6 +103,12 @@ def register(op_sandbox, tmp_path, *extra: str):
     return json.loads(r.stdout)
 
 
+def registered(op_sandbox, tmp_path) -> None:
+    """The data plane registered and the operator serving with it (one restart the first time)."""
+    register(op_sandbox, tmp_path)
+    settle(op_sandbox)
+
+
 def k8ssandracluster(name: str, dc: str, context: str) -> dict:
     return {
         "apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
@@ -184,7 +190,8 @@ def test_registration_restarts_it_once_and_an_unchanged_rerun_not_at_all(op_sand
 
 
 def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
-    before = operator.wait_ready(Path(op_sandbox.directory), timeout=60)
+    register(op_sandbox, tmp_path / "first")  # unchanged when the test above ran first
+    before = settle(op_sandbox)
     name = op_sandbox.clusters[1].context
 
     def hashes() -> dict:
@@ -204,8 +211,7 @@ def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
 
 
 def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, control, data_plane, tmp_path):
-    register(op_sandbox, tmp_path)  # unchanged when the test above ran first; a restart otherwise
-    operator.wait_ready(Path(op_sandbox.directory), timeout=60)
+    registered(op_sandbox, tmp_path)
     context = op_sandbox.clusters[1].context
     control.apply(kube.K8SSANDRA_CLUSTER, k8ssandracluster("op-demo", "dc1", context), force=True)
     dc = wait_for("CassandraDatacenter dc1 in the data plane",
@@ -246,10 +252,11 @@ def test_webhook_refuses_an_unknown_context(op_sandbox, control):
     assert control.get_or_none(kube.K8SSANDRA_CLUSTER, "op-bad", NS) is None
 
 
-def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, control, data_plane):
+def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, control, data_plane, tmp_path):
     """cass-operator's raw CRD (spec.config a byte string, k8ssandra/k8ssandra#1693): the real
     operator's CassandraDatacenter is refused. (`k8sctl reconcile --config-source auto`
     succeeding there is another branch's work.)"""
+    registered(op_sandbox, tmp_path)
     patched = operator.crd_documents(operator.DEFAULT_SOURCE)
     unpatched = yaml.safe_load(UNPATCHED_DC_CRD.read_text())
     k8ssandra.install_crds(data_plane, [unpatched])
