@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
+from k8sctl.errors import UsageError
 
 app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True,
                   rich_markup_mode=None)
@@ -30,6 +31,17 @@ def _binaries(allow_build: bool = True):
     try:
         return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None,
                                progress=update, allow_build=allow_build)
+    finally:
+        stop()
+
+
+def _operator_manager(source: Path) -> Path:
+    """The operator's manager built from `source` (into the cache, once per source hash)."""
+    from k8sctl.sandbox import operator
+
+    update, stop = _progress()
+    try:
+        return operator.build(source, progress=update)[0]
     finally:
         stop()
 
@@ -72,6 +84,10 @@ def up_cmd(
     directory: Path = DirOption,
     prefix: str = typer.Option("k8ssandra", "--prefix", help="Cluster names are <prefix>-<i>, contexts kind-<prefix>-<i>."),
     k8ssandra: bool = typer.Option(False, "--k8ssandra", help="Prepare each cluster as if k8ssandra-operator were installed."),
+    run_operator: bool = typer.Option(False, "--operator", help="Build and run the real k8ssandra-operator on the first "
+                                      "cluster (implies --k8ssandra), supervised; see 'sandbox logs operator'."),
+    operator_source: Path = typer.Option(None, "--operator-source", help="k8ssandra-operator source to build "
+                                         "(default: ../shared/upstream/k8ssandra-operator beside the project)."),
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
     output: Output = OutputOption,
 ) -> None:
@@ -79,6 +95,22 @@ def up_cmd(
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     sandbox_cluster.validate_up(clusters, prefix)  # before a possible build
+    manager = source = None
+    if operator_source is not None and not run_operator:
+        raise UsageError("--operator-source needs --operator")
+    if run_operator:
+        from k8sctl.sandbox import operator
+
+        source = operator.resolve_source(operator_source)
+        operator.crd_paths(source)  # every CRD file present, before anything starts
+        why = operator.unavailable_reason()
+        if why:
+            console().print(f"warning: running without the operator: {why}", markup=False)
+            run_operator = False
+        else:
+            operator.check_webhook_port()
+            manager = _operator_manager(source)
+        k8ssandra = True
     bins = _binaries()
     t0 = time.monotonic()
     update, stop = _progress()
@@ -89,6 +121,8 @@ def up_cmd(
 
             try:
                 operator_install.prepare_all(state, progress=update)
+                if run_operator:
+                    operator.start(state, source, manager, progress=update, timeout=timeout)
             except BaseException:
                 sandbox_cluster.down(Path(state.directory))
                 raise
@@ -98,6 +132,7 @@ def up_cmd(
         "directory": state.directory,
         "kubeconfig": state.kubeconfig,
         "k8ssandra": k8ssandra,
+        "operator": state.operator,
         "seconds": round(time.monotonic() - t0, 1),
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],
@@ -125,7 +160,8 @@ def _clusters_table(d: dict) -> None:
 @app.command("status")
 @handle_errors
 def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
-    """Show the sandbox's clusters and whether each API server answers. Exit 1 if any does not."""
+    """Show the sandbox's clusters, whether each API server answers, and the operator if it runs.
+    Exit 1 if an API server does not answer or nothing supervises the operator any more."""
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     state, live, ready = sandbox_cluster.status(directory.expanduser())
@@ -136,9 +172,38 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "ready": ready[c.context]} for c in state.clusters],
     }
-    render(data, output, _clusters_table)
-    if not all(ready.values()):
+    operator_down = False
+    if state.operator:
+        from k8sctl.sandbox import operator
+
+        data["operator"] = operator.status_report(Path(state.directory), state.operator, live)
+        operator_down = data["operator"]["state"] == operator.UNSUPERVISED  # restarting is normal; unsupervised is not
+
+    def text(d):
+        _clusters_table(d)
+        if "operator" in d:
+            console(stderr=False).print(operator.status_line(d["operator"]), markup=False)
+
+    render(data, output, text)
+    if not all(ready.values()) or operator_down:
         raise typer.Exit(1)
+
+
+@app.command("logs")
+@handle_errors
+def logs_cmd(
+    name: str = typer.Argument(..., help="Process: operator, operator-supervisor, etcd, kube-apiserver-<cluster>, ..."),
+    tail: int = typer.Option(0, "--tail", help="Only the last N lines (0: all)."),
+    directory: Path = DirOption,
+) -> None:
+    """Print the log of one sandbox process (e.g. 'operator': the k8ssandra-operator manager)."""
+    import sys
+
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    text = sandbox_cluster.read_log(directory.expanduser(), name)
+    lines = text.splitlines(keepends=True)
+    sys.stdout.write("".join(lines[-tail:] if tail > 0 else lines))
 
 
 @app.command("down")
