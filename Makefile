@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv binaries test unit demo bench clean
+.PHONY: venv binaries test unit demo demo-operator bench clean
 
 venv: $(VENV)/.installed
 
@@ -26,6 +26,10 @@ unit: venv
 
 demo: binaries
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
+
+# The real k8ssandra-operator (built from ../shared/upstream/k8ssandra-operator) beside k8sctl.
+demo-operator: binaries
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo-operator.sh
 
 bench: binaries
 	$(BIN)/python benchmarks/create_clientconfig.py

@@ -92,14 +92,8 @@ def ready_state(obj: dict | None) -> tuple[bool | None, str | None]:
 
 
 def check_contexts(desired: list[DesiredDatacenter], cache: ClientCache) -> None:
-    """Fail before anything is written when a datacenter names a context without a client."""
-    for d in desired:
-        if d.context and d.context not in cache.contexts():
-            broken = [b for b in cache.broken if b.context == d.context]
-            why = f" (ClientConfig {broken[0].name} is broken: {broken[0].reason})" if broken else ""
-            known = ", ".join(cache.contexts()) or "none"
-            raise ClusterError(f"No known client for context-name {d.context}{why}; datacenter {d.name} cannot be "
-                               f"reconciled. Known contexts: {known} (and \"\" for the control plane)")
+    """Fail before anything is written when a datacenter names a context without a usable client."""
+    cache.require(d.context for d in desired)
 
 
 def _per_context(reports: list[DatacenterReport], work: Callable[[DatacenterReport], None]) -> None:

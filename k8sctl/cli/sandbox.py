@@ -100,6 +100,10 @@ def up_cmd(
         help="With --k8ssandra, the CassandraDatacenter CRD form: 'production' (default; as cass-operator's "
              "kustomization builds it: spec.config not in the schema, an object accepted) or 'unpatched' (its raw "
              "config/crd/bases file, as some installs have it: spec.config a byte string, an object refused)."),
+    run_operator: bool = typer.Option(False, "--operator", help="Build and run the real k8ssandra-operator on the first "
+                                      "cluster (implies --k8ssandra), supervised; see 'sandbox logs operator'."),
+    operator_source: Path = typer.Option(None, "--operator-source", help="k8ssandra-operator source to build "
+                                         "(default: ../shared/upstream/k8ssandra-operator beside the project)."),
     kubernetes_version: Optional[str] = KubernetesVersionOption,
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
     output: Output = OutputOption,
@@ -110,17 +114,35 @@ def up_cmd(
 
     # 1. Check every option before anything is built or started.
     sandbox_cluster.validate_up(clusters, prefix, timeout)
-    if cassandradatacenter_crd is not None and not k8ssandra:
+    if operator_source is not None and not run_operator:
+        raise UsageError("--operator-source needs --operator")
+    if cassandradatacenter_crd is not None and not (k8ssandra or run_operator):
         raise UsageError("--cassandradatacenter-crd needs --k8ssandra (it picks the CRD that --k8ssandra installs)")
     crd_form = (cassandradatacenter_crd or CassandraDatacenterCrd.production).value
     release = binaries.kubernetes_release(kubernetes_version) if kubernetes_version is not None else None
     directory = directory.expanduser()
     logs = None  # where this run's logs are, once it writes any
+    manager: Path | None = None
+    source: Path | None = None
+    if run_operator:
+        from k8sctl.sandbox import operator
+
+        source = operator.resolve_source(operator_source)
+        operator.crd_paths(source)  # every CRD file present, before anything starts
+        why = operator.unavailable_reason()
+        if why:
+            console().print(f"warning: running without the operator: {why}", markup=False)
+            run_operator = False
+        else:
+            operator.check_webhook_port()
+        k8ssandra = True
     update, stop = _progress()
     try:
         with interrupts.signals_raise():
-            # 2. The binaries: found, or built once.
+            # 2. The binaries (and with --operator its manager): found, or built once.
             bins = _binaries(update, kubernetes_version=release)
+            if run_operator and source is not None:
+                manager = operator.build(source, progress=update)[0]
             t0 = time.monotonic()
             if k8ssandra:
                 crds_and_identity.parse_in_background(crd_form)
@@ -134,6 +156,9 @@ def up_cmd(
                 # 4. With --k8ssandra: the CRDs and the operator's identity in every cluster.
                 if k8ssandra:
                     crds_and_identity.install_all(state, progress=update, cassandradatacenter_crd=crd_form)
+                # 5. With --operator: the real operator on the first cluster, supervised.
+                if run_operator and source is not None and manager is not None:
+                    operator.start(state, source, manager, progress=update, timeout=timeout)
             except BaseException:
                 sandbox_cluster.abandon(directory)
                 raise
@@ -142,13 +167,14 @@ def up_cmd(
         raise _interrupted(e, logs) from None
     finally:
         stop()
-    # 5. What was started, for people or scripts.
+    # 6. What was started, for people or scripts.
     data = {
         "directory": state.directory,
         "kubeconfig": state.kubeconfig,
         "k8ssandra": k8ssandra,
         "cassandraDatacenterCrd": crd_form if k8ssandra else None,
         "kubernetesVersion": state.kubernetes_version,
+        "operator": state.operator,
         "seconds": round(time.monotonic() - t0, 1),
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],
@@ -187,7 +213,8 @@ def _clusters_table(d: dict) -> None:
 @app.command("status")
 @handle_errors
 def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
-    """Show the sandbox's clusters and whether each API server answers. Exit 1 if any does not."""
+    """Show the sandbox's clusters, whether each API server answers, and the operator if it runs.
+    Exit 1 if an API server does not answer or nothing supervises the operator any more."""
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     state, live, ready = sandbox_cluster.status(directory.expanduser())
@@ -198,9 +225,38 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "ready": ready[c.context]} for c in state.clusters],
     }
-    render(data, output, _clusters_table)
-    if not all(ready.values()):
+    operator_down = False
+    if state.operator:
+        from k8sctl.sandbox import operator
+
+        data["operator"] = operator.status_report(Path(state.directory), state.operator, live)
+        operator_down = data["operator"]["state"] == operator.UNSUPERVISED  # restarting is normal; unsupervised is not
+
+    def text(d):
+        _clusters_table(d)
+        if "operator" in d:
+            console(stderr=False).print(operator.status_line(d["operator"]), markup=False)
+
+    render(data, output, text)
+    if not all(ready.values()) or operator_down:
         raise typer.Exit(1)
+
+
+@app.command("logs")
+@handle_errors
+def logs_cmd(
+    name: str = typer.Argument(..., help="Process: operator, operator-supervisor, etcd, kube-apiserver-<cluster>, ..."),
+    tail: int = typer.Option(0, "--tail", help="Only the last N lines (0: all)."),
+    directory: Path = DirOption,
+) -> None:
+    """Print the log of one sandbox process (e.g. 'operator': the k8ssandra-operator manager)."""
+    import sys
+
+    from k8sctl.sandbox import cluster as sandbox_cluster
+
+    text = sandbox_cluster.read_log(directory.expanduser(), name)
+    lines = text.splitlines(keepends=True)
+    sys.stdout.write("".join(lines[-tail:] if tail > 0 else lines))
 
 
 @app.command("down")

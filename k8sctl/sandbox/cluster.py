@@ -38,8 +38,9 @@ KCM_CONTROLLERS = ",".join([
     "serviceaccount-token-controller", "serviceaccount-controller",
     "root-ca-certificate-publisher-controller", "namespace-controller", "garbage-collector-controller",
 ])
-STOP_ORDER = ("kube-controller-manager", "kube-apiserver", "etcd")  # reverse of start
-_OWN_ENTRIES = (STATE_FILE, "kubeconfig", "kubeconfigs", "clusters", "etcd", "run", "logs")
+# Reverse of start; the operator (`up --operator`) first, its supervisor before it.
+STOP_ORDER = ("operator-supervisor", "operator", "kube-controller-manager", "kube-apiserver", "etcd")
+_OWN_ENTRIES = (STATE_FILE, "kubeconfig", "kubeconfigs", "clusters", "etcd", "run", "logs", "operator")
 
 
 @dataclass
@@ -66,6 +67,7 @@ class SandboxState:
     k8ssandra: bool = False
     cassandradatacenter_crd: str | None = None  # with k8ssandra: which CassandraDatacenter CRD form
     kubernetes_version: str | None = None  # the release run, when known (not for KUBEBUILDER_ASSETS)
+    operator: dict | None = None  # `up --operator`: source, binary, ports (live status: operator/status.json)
 
     @property
     def kubeconfig(self) -> str:
@@ -371,6 +373,17 @@ def stop_cluster(directory: Path, context: str) -> list[str]:
     if not names:
         raise UsageError(f"no cluster with context {context!r} in {directory}")
     return processes.stop_all(directory / "run", names=names, order=STOP_ORDER)
+
+
+def read_log(directory: Path, name: str) -> str:
+    """The log of one process of the sandbox (`logs/<name>.log`)."""
+    log_dir = directory.resolve() / "logs"
+    names = sorted(p.stem for p in log_dir.glob("*.log")) if log_dir.is_dir() else []
+    if name not in names:
+        if not (directory / STATE_FILE).exists():
+            raise UsageError(f"no sandbox in {directory}: pass its --dir")
+        raise UsageError(f"no log {name!r} in {log_dir}: one of {', '.join(names) or '(none)'}")
+    return (log_dir / f"{name}.log").read_text(errors="replace")
 
 
 def _remove_state(directory: Path, keep: tuple[str, ...] = ()) -> None:

@@ -160,3 +160,18 @@ def generate_cluster_pki(directory: Path, cluster_name: str, hosts: list[str]) -
         )
     )
     return pki
+
+
+def issue_serving_cert(pki: ClusterPKI, cert_path: Path, key_path: Path, hosts: list[str], cn: str) -> None:
+    """A serving certificate from the cluster's CA for `hosts` (IPs or DNS names), e.g. for a webhook."""
+    ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    sans: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            sans.append(x509.DNSName(h))
+    cert, key = _leaf(ca_cert, ca_key, _name(cn), ExtendedKeyUsageOID.SERVER_AUTH, sans)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_private(key_path, _key_pem(key))
