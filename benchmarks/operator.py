@@ -2,7 +2,7 @@
 """The real k8ssandra-operator on a sandbox: build, start-up, restarts per k8sctl command.
 
 Figures: the manager's build (cache hit; a rebuild with Go's caches warm into an empty
-k8sctl cache), `sandbox up -n 2 --operator`, the manager's start-up, and for each
+k8sctl cache), `sandbox up --clusters 2 --operator`, the manager's start-up, and for each
 create-clientconfig run (new registration, unchanged rerun, token rotation) the restarts it
 caused and how long until the operator served again; then K8ssandraCluster applied to
 CassandraDatacenter in the data plane. A cold build needs empty Go caches, which other
@@ -54,8 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="k8sctl-bench-operator-") as tmp:
         d = Path(tmp) / "sandbox"
         t0 = time.monotonic()
-        up = json.loads(invoke("sandbox", "up", "-n", "2", "--operator", "--dir", str(d), "-o", "json"))
-        print(f"sandbox up -n 2 --operator (warm cache):  {time.monotonic() - t0:6.2f} s")
+        up = json.loads(invoke("sandbox", "up", "--clusters", "2", "--operator", "--dir", str(d), "-o", "json"))
+        print(f"sandbox up --clusters 2 --operator (warm cache):  {time.monotonic() - t0:6.2f} s")
         print(f"operator start-up (spawn to serving):     {up['operator']['startupSeconds']:6.2f} s")
         try:
             c0, c1 = up["clusters"]

@@ -167,16 +167,7 @@ def _go_build(module: str, packages: list[str], output: str, work: Path,
     with open(log, "ab") as logf:
         logf.write(("$ " + " ".join(cmd) + "\n").encode())
         logf.flush()
-        # Its own process group, so that go and its compilers stop together on any way out.
-        with interrupts.deferred():
-            proc = subprocess.Popen(cmd, cwd=src, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        try:
-            rc = proc.wait()
-        except BaseException:
-            with interrupts.deferred(reraise=False, notice=interrupts.CLEANUP_NOTICE):
-                interrupts.stop_group(proc)
-            raise
+        rc = interrupts.run_in_own_group(cmd, src, env, logf)
     if rc != 0:
         raise SandboxError(f"building {module} binaries failed (go build exit {rc}); read {log}")
 

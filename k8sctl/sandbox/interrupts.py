@@ -16,6 +16,8 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -101,3 +103,16 @@ def stop_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
         time.sleep(0.05)
     killpg(signal.SIGKILL)  # also what the leader left behind
     proc.wait()
+
+
+def run_in_own_group(cmd: list[str], cwd: Path, env: dict[str, str], log: IO[bytes]) -> int:
+    """Run `cmd` (a go build) in a process group of its own, output to `log`; its exit code.
+    On any way out (Ctrl-C, SIGTERM, an error) the whole group stops: go and its compilers."""
+    with deferred():
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        return proc.wait()
+    except BaseException:
+        with deferred(reraise=False, notice=CLEANUP_NOTICE):
+            stop_group(proc)
+        raise

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import binaries
+from k8sctl.sandbox import binaries, interrupts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = PROJECT_ROOT.parent / "shared" / "upstream" / "k8ssandra-operator"
@@ -119,8 +119,8 @@ def build(source: Path, root: Path | None = None,
             with open(log, "wb") as logf:
                 logf.write(("$ CGO_ENABLED=0 " + " ".join(cmd) + f"\n# source {source}\n").encode())
                 logf.flush()
-                rc = subprocess.call(cmd, cwd=work, env=dict(os.environ, CGO_ENABLED="0"),
-                                     stdout=logf, stderr=subprocess.STDOUT)
+                # Its own process group: on Ctrl-C or SIGTERM go and its compilers stop together.
+                rc = interrupts.run_in_own_group(cmd, work, dict(os.environ, CGO_ENABLED="0"), logf)
             if rc != 0 or not (out / "manager").is_file():
                 raise SandboxError(f"building the k8ssandra-operator manager failed (go build exit {rc}); read {log}")
             (out / "SOURCE").write_text(f"{source}\n")
@@ -156,11 +156,13 @@ def _yaml_docs(path: Path) -> list[dict]:
     return [d for d in yaml.load_all(path.read_text(), Loader=loader) if d]
 
 
-def crd_paths(source: Path, cass_operator_crds: Path = SHARED_CRDS) -> list[Path]:
+# cass-operator's CRDs as its kustomization builds them, vendored (data/crds/PROVENANCE.md).
+VENDORED_CASS_OPERATOR_CRDS = Path(__file__).parent / "data" / "crds" / "cass-operator"
+
+
+def crd_paths(source: Path, cass_operator_crds: Path = VENDORED_CASS_OPERATOR_CRDS) -> list[Path]:
     """Every CRD the operator needs: its own (config/crd/bases of its source) and cass-operator's
     as cass-operator's kustomization builds them (CassandraDatacenter, CassandraTask, ScheduledTask).
-
-    The one place that says where the CRD files are: repoint it when they are vendored.
     """
     own = sorted((source / "config" / "crd" / "bases").glob("*.yaml"))
     cass = [cass_operator_crds / "cassandra.datastax.com_cassandradatacenters.yaml",
@@ -168,13 +170,13 @@ def crd_paths(source: Path, cass_operator_crds: Path = SHARED_CRDS) -> list[Path
     missing = [str(p) for p in cass if not p.is_file()]
     if not own or missing:
         raise UsageError(f"CRDs missing: {', '.join(missing) or source / 'config/crd/bases'}: "
-                         f"pass --operator-source {WANTED} and keep ../shared/crds beside the project")
+                         f"pass --operator-source {WANTED}")
     names = {p.name for p in own}
     # The operator's tree has no cass-operator CRDs; a name in both would be ambiguous.
     return own + [p for p in cass if p.name not in names]
 
 
-def crd_documents(source: Path, cass_operator_crds: Path = SHARED_CRDS) -> list[dict]:
+def crd_documents(source: Path, cass_operator_crds: Path = VENDORED_CASS_OPERATOR_CRDS) -> list[dict]:
     return [d for p in crd_paths(source, cass_operator_crds) for d in _yaml_docs(p)]
 
 
@@ -239,9 +241,9 @@ def _webhook_resource():
 def install(client, source: Path, namespace: str, crds: list[dict]) -> None:
     """What the operator needs on one cluster (control plane or data plane)."""
     from k8sctl import kube
-    from k8sctl.sandbox import k8ssandra
+    from k8sctl.sandbox import crds_and_identity
 
-    k8ssandra.install_crds(client, crds, timeout=60.0)
+    crds_and_identity.install_crds(client, crds, timeout=60.0)
     role = role_document(source, namespace)
     client.apply(kube.ROLE, role, force=True)
     client.apply(kube.ROLEBINDING, role_binding_document(role, namespace), force=True)
@@ -377,9 +379,9 @@ def start(state, source: Path, manager: Path, namespace: str | None = None,
 
     from k8sctl import kube
     from k8sctl import kubeconfig as kc
-    from k8sctl.sandbox import k8ssandra, pki, processes
+    from k8sctl.sandbox import crds_and_identity, pki, processes
 
-    namespace = namespace or k8ssandra.OPERATOR_NAMESPACE
+    namespace = namespace or crds_and_identity.OPERATOR_NAMESPACE
     directory = Path(state.directory)
     odir = operator_dir(directory)
     odir.mkdir(mode=0o700, exist_ok=True)
@@ -389,6 +391,15 @@ def start(state, source: Path, manager: Path, namespace: str | None = None,
     check_webhook_port()
 
     crds = crd_documents(source)
+    if state.k8ssandra:
+        # --k8ssandra installed the vendored CRDs (cass-operator's in the form asked for): apply
+        # only the others (those its kustomization leaves out, or another --operator-source's).
+        from k8sctl.sandbox import crds_and_identity
+
+        done = {d["metadata"]["name"]: d
+                for d in crds_and_identity.crd_documents(state.cassandradatacenter_crd or "production")}
+        crds = [d for d in crds if d["metadata"]["name"] not in done
+                or (d != done[d["metadata"]["name"]] and d["spec"]["group"] != "cassandra.datastax.com")]
     progress(f"installing the operator's CRDs and Role in {len(state.clusters)} cluster(s)")
 
     def install_on(c):

@@ -20,6 +20,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from k8sctl.sandbox import processes
+
 HEALTHY_RUN = 10.0   # seconds: a run this long resets the back-off
 MAX_BACKOFF = 30.0
 REASON_MARKERS = ("shutting down the operator", "ERROR", "error")
@@ -81,7 +83,11 @@ class Supervisor:
         with open(self.log, "ab") as logf:
             self.child = subprocess.Popen(self.config["argv"], stdin=subprocess.DEVNULL, stdout=logf,
                                           stderr=subprocess.STDOUT, env=self._env())
-        self.pid_file.write_text(f"{self.child.pid}\n")
+        # Pid and start time (`sandbox down` stops only that process); no command line: the
+        # namespace wrapper execs the manager, which changes it.
+        record = processes.ProcessRecord.of(self.child.pid)
+        if record is not None:
+            record.write(self.pid_file)
         self.status.update(state="running", pid=self.child.pid, started=_now(), logOffset=offset,
                            runs=self.status["runs"] + 1)
         self._write_status()

@@ -44,7 +44,7 @@ def op_sandbox(tmp_path_factory, control_plane_binaries):
     if why:
         pytest.skip(f"no private mount namespace for the operator here: {why}")
     directory = tmp_path_factory.mktemp("operator-sandbox")
-    result = invoke("sandbox", "up", "-n", "2", "--operator", "--dir", str(directory), "-o", "json")
+    result = invoke("sandbox", "up", "--clusters", "2", "--operator", "--dir", str(directory), "-o", "json")
     try:
         assert result.exit_code == 0, result.output
         yield SandboxState.load(directory.resolve())
@@ -152,7 +152,7 @@ def test_operator_runs_as_its_service_account_in_a_private_mount_namespace(op_sa
 
 
 def test_second_sandbox_with_the_operator_is_refused(op_sandbox, tmp_path):
-    r = invoke("sandbox", "up", "-n", "1", "--operator", "--dir", str(tmp_path / "second"))
+    r = invoke("sandbox", "up", "--clusters", "1", "--operator", "--dir", str(tmp_path / "second"))
     assert r.exit_code == 2
     assert r.stderr.strip().splitlines() == [
         f"error: the operator's webhook port 9443 (fixed in its main.go) is taken by the operator of the sandbox in "
@@ -307,11 +307,12 @@ def test_without_a_private_mount_namespace_up_says_so_and_runs_without_it(contro
     """The machine condition (no root, no user namespaces) is stood in for by its probe's answer."""
     monkeypatch.setattr(operator, "unavailable_reason", lambda: "unshare --mount failed (Operation not permitted)")
     d = tmp_path / "sb"
-    r = invoke("sandbox", "up", "-n", "1", "--operator", "--dir", str(d), "-o", "json")
+    r = invoke("sandbox", "up", "--clusters", "1", "--operator", "--dir", str(d), "-o", "json")
     try:
         assert r.exit_code == 0, r.output
-        assert r.stderr.strip().splitlines() == [
-            "warning: running without the operator: unshare --mount failed (Operation not permitted)"]
+        warning, *steps = r.stderr.strip().splitlines()
+        assert warning == "warning: running without the operator: unshare --mount failed (Operation not permitted)"
+        assert steps and all(re.match(r"\[ *\d+(m\d\ds|s)\] ", line) for line in steps), steps  # up's steps, one line each
         up = json.loads(r.stdout)
         assert up["operator"] is None and up["k8ssandra"] is True
         assert not (d / "run" / "operator-supervisor.pid").exists() and not (d / "operator").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from k8sctl.errors import UsageError
-from k8sctl.sandbox import operator, operator_supervisor
+from k8sctl.sandbox import operator, operator_supervisor, processes
 
 
 def fake_source(root: Path) -> Path:
@@ -128,7 +128,9 @@ def test_supervisor_restarts_counts_and_stops(tmp_path):
         assert status["restarts"] == 2 and status["runs"] == 3
         assert status["lastExit"]["code"] == 0
         assert status["lastExit"]["reason"] == "INFO run 1: ClientConfig x was deleted, shutting down the operator"
-        assert int((tmp_path / "operator.pid").read_text()) == status["pid"]
+        # A pid record (sandbox/processes.py): pid and start time; no command line (the wrapper execs).
+        record = processes.ProcessRecord.read(tmp_path / "operator.pid")
+        assert record is not None and record.pid == status["pid"] and record.argv == ()
     finally:
         sup.send_signal(signal.SIGTERM)
         out, _ = sup.communicate(timeout=15)
