@@ -136,6 +136,7 @@ def up_cmd(
         else:
             operator.check_webhook_port()
         k8ssandra = True
+    sandbox_cluster.check_dir(directory)  # a folder that cannot be made fails before any build
     update, stop = _progress()
     try:
         with interrupts.signals_raise():

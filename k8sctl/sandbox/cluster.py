@@ -92,7 +92,8 @@ class SandboxState:
         return cls(**doc)
 
 
-def _check_dir(directory: Path) -> None:
+def check_dir(directory: Path) -> None:
+    """Create the sandbox folder if needed; a usage error if it cannot be, or is not writable."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -185,7 +186,7 @@ def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra"
        progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0) -> SandboxState:
     """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started."""
     validate_up(clusters, prefix, timeout)
-    _check_dir(directory)
+    check_dir(directory)
     directory = directory.resolve()
     run_dir, log_dir = directory / "run", directory / "logs"
     if processes.running(run_dir):
