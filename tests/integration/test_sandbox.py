@@ -23,6 +23,42 @@ from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
 
 
+class Leftovers:
+    """What a test starts, stopped even when it fails: `up` processes (SIGTERM: they clean up), then sandboxes."""
+
+    def __init__(self):
+        self.dirs: list[Path] = []
+        self.procs: list[subprocess.Popen] = []
+
+    def sandbox(self, d: Path) -> Path:
+        self.dirs.append(d)
+        return d
+
+    def process(self, p: subprocess.Popen) -> subprocess.Popen:
+        self.procs.append(p)
+        return p
+
+    def stop(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.communicate(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.communicate()
+        for d in self.dirs:
+            if (d / "run").exists():
+                cluster.down(d)
+
+
+@pytest.fixture
+def leftovers():
+    tracked = Leftovers()
+    yield tracked
+    tracked.stop()
+
+
 def token_client(c: cluster.ClusterInfo, token: str) -> kube.KubeClient:
     """A client for cluster `c` that authenticates with a bearer token only."""
     admin = kc.read_file(Path(c.kubeconfig))
@@ -236,8 +272,8 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_down_leaves_no_process_or_port(tmp_path, control_plane_binaries):
-    d = tmp_path / "sb"
+def test_down_leaves_no_process_or_port(tmp_path, control_plane_binaries, leftovers):
+    d = leftovers.sandbox(tmp_path / "sb")
     state = cluster.up(d, 1, control_plane_binaries)
     pids = list(processes.running(d / "run").values())
     ports = [state.clusters[0].port, state.clusters[0].kcm_port, int(state.etcd_url.rsplit(":", 1)[1])]
@@ -323,10 +359,10 @@ def test_bad_input(tmp_path, control_plane_binaries):
         cluster.up(ro / "file" / "sub", 1, control_plane_binaries)
 
 
-def test_cli_up_status_down(tmp_path, control_plane_binaries):
+def test_cli_up_status_down(tmp_path, control_plane_binaries, leftovers):
     env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_binaries.kube_apiserver.parent)}
     k8sctl = [sys.executable, "-m", "k8sctl"]
-    d = tmp_path / "cli"
+    d = leftovers.sandbox(tmp_path / "cli")
     bad = subprocess.run(k8sctl + ["sandbox", "up", "--clusters", "0", "--dir", str(d)], env=env,
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--clusters must be at least 1" in bad.stderr and "Traceback" not in bad.stderr
@@ -362,9 +398,9 @@ def _assert_nothing_left(d: Path) -> None:
     assert (d / "logs" / "etcd.log").is_file()
 
 
-def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
+def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binaries, leftovers):
     d = tmp_path / "interrupted"
-    proc = _up_in_background(d, control_plane_binaries, "--clusters", "3")
+    proc = leftovers.process(_up_in_background(leftovers.sandbox(d), control_plane_binaries, "--clusters", "3"))
     _wait_for(d, "kube-apiserver-*.pid", proc)  # interrupt while API servers start
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
@@ -373,9 +409,9 @@ def test_ctrl_c_during_up_leaves_nothing_running(tmp_path, control_plane_binarie
     _assert_nothing_left(d)
 
 
-def test_second_ctrl_c_does_not_stop_the_cleanup(tmp_path, control_plane_binaries):
+def test_second_ctrl_c_does_not_stop_the_cleanup(tmp_path, control_plane_binaries, leftovers):
     d = tmp_path / "twice"
-    proc = _up_in_background(d, control_plane_binaries, "--clusters", "3")
+    proc = leftovers.process(_up_in_background(leftovers.sandbox(d), control_plane_binaries, "--clusters", "3"))
     _wait_for(d, "kube-controller-manager-*.pid", proc)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.2)  # the cleanup (stopping 7 processes in order) takes longer than this
@@ -387,9 +423,9 @@ def test_second_ctrl_c_does_not_stop_the_cleanup(tmp_path, control_plane_binarie
     _assert_nothing_left(d)
 
 
-def test_sigterm_during_up_leaves_nothing_running(tmp_path, control_plane_binaries):
+def test_sigterm_during_up_leaves_nothing_running(tmp_path, control_plane_binaries, leftovers):
     d = tmp_path / "terminated"
-    proc = _up_in_background(d, control_plane_binaries, "--clusters", "2", "--k8ssandra")
+    proc = leftovers.process(_up_in_background(leftovers.sandbox(d), control_plane_binaries, "--clusters", "2", "--k8ssandra"))
     _wait_for(d, "kube-controller-manager-*.pid", proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
@@ -398,10 +434,10 @@ def test_sigterm_during_up_leaves_nothing_running(tmp_path, control_plane_binari
     _assert_nothing_left(d)
 
 
-def test_sigterm_while_installing_the_crds_leaves_nothing_running(tmp_path, control_plane_binaries):
+def test_sigterm_while_installing_the_crds_leaves_nothing_running(tmp_path, control_plane_binaries, leftovers):
     """After the clusters are up, during --k8ssandra's CRD install (step 4 of `up`)."""
     d = tmp_path / "crds"
-    proc = _up_in_background(d, control_plane_binaries, "--clusters", "2", "--k8ssandra")
+    proc = leftovers.process(_up_in_background(leftovers.sandbox(d), control_plane_binaries, "--clusters", "2", "--k8ssandra"))
     seen = []
     for line in proc.stderr:  # one line per step off a terminal
         seen.append(line)
