@@ -5,7 +5,7 @@ import enum
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -219,7 +219,7 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
     from k8sctl.sandbox import cluster as sandbox_cluster
 
     state, live, ready = sandbox_cluster.status(directory.expanduser())
-    data = {
+    data: dict[str, Any] = {
         "directory": state.directory,
         "kubeconfig": state.kubeconfig,
         "processes": live,

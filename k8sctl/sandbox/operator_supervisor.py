@@ -19,6 +19,7 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from k8sctl.sandbox import processes
 
@@ -60,7 +61,7 @@ class Supervisor:
         self.pid_file = Path(config["pidFile"])
         self.child: subprocess.Popen | None = None
         self.stopping = False
-        self.status = {"supervisorPid": os.getpid(), "state": "starting", "runs": 0, "restarts": 0,
+        self.status: dict[str, Any] = {"supervisorPid": os.getpid(), "state": "starting", "runs": 0, "restarts": 0,
                        "pid": None, "started": None, "logOffset": 0, "lastExit": None}
 
     def _write_status(self) -> None:

@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from k8sctl.errors import SandboxError
+
 _VALIDITY = _dt.timedelta(days=365)
 
 
@@ -166,6 +168,8 @@ def issue_serving_cert(pki: ClusterPKI, cert_path: Path, key_path: Path, hosts: 
     """A serving certificate from the cluster's CA for `hosts` (IPs or DNS names), e.g. for a webhook."""
     ca_cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
     ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise SandboxError(f"{pki.ca_key} is not the EC key this sandbox made: run 'k8sctl sandbox down' and up again")
     sans: list[x509.GeneralName] = []
     for h in hosts:
         try:
