@@ -30,7 +30,6 @@ demo: binaries
 bench: binaries
 	$(BIN)/python benchmarks/create_clientconfig.py
 	$(BIN)/python benchmarks/reconcile.py
-	$(BIN)/python benchmarks/clientconfig_lifecycle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
