@@ -280,10 +280,11 @@ SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 IN_CLUSTER_CONTEXT = "in-cluster"
 
 
-def in_cluster(env: dict[str, str], sa_dir: Path = SERVICE_ACCOUNT_DIR) -> dict | None:
+def in_cluster(env: dict[str, str], sa_dir: Path | None = None) -> dict | None:
     """A kubeconfig for the pod's own service account (KUBERNETES_SERVICE_HOST/PORT and the
     mounted token, CA and namespace), or None outside a pod. Read once: a k8sctl run is short."""
     host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    sa_dir = sa_dir or SERVICE_ACCOUNT_DIR
     token_path = sa_dir / "token"
     if not host or not port or not token_path.is_file():
         return None
@@ -310,7 +311,7 @@ def in_cluster(env: dict[str, str], sa_dir: Path = SERVICE_ACCOUNT_DIR) -> dict 
     }
 
 
-def load_or_in_cluster(explicit: list[Path], env: dict[str, str], sa_dir: Path = SERVICE_ACCOUNT_DIR) -> dict:
+def load_or_in_cluster(explicit: list[Path], env: dict[str, str], sa_dir: Path | None = None) -> dict:
     """The user's kubeconfig: `explicit` (--kubeconfig), else $KUBECONFIG or ~/.kube/config, else,
     when none of those exists and this runs in a pod, the pod's service account."""
     if explicit:

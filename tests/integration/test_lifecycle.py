@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import yaml
@@ -178,7 +179,7 @@ def test_rotate_a_token_secret_keeps_the_stored_kubeconfig_valid_and_revokes_the
 
     def poll():
         # The operator may restart at any moment: what is stored must work at every read.
-        with kube.KubeClient(kc.read_file(__import__("pathlib").Path(env.sandbox.clusters[DEST].kubeconfig)),
+        with kube.KubeClient(kc.read_file(Path(env.sandbox.clusters[DEST].kubeconfig)),
                              env.sandbox.clusters[DEST].context, stats=kube.RequestStats()) as dest:
             while not stop.is_set():
                 try:
@@ -352,3 +353,61 @@ def test_wait_operator_succeeds_when_loaded_and_times_out_cleanly_when_nothing_r
     assert r.exit_code == 1 and "no Deployment" in r.output and "nothing was deleted" in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1
     assert env.dest.get_or_none(CC, "w", env.ns) is not None
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rotate-cronjob"
+CRONJOB = kube.Resource("batch", "v1", "cronjobs", "CronJob")
+
+
+def in_namespace(doc: dict, ns: str) -> dict:
+    doc["metadata"]["namespace"] = ns
+    for s in doc.get("subjects", []):
+        s["namespace"] = ns
+    return doc
+
+
+def test_the_cronjob_example_rotates_in_cluster_with_only_its_rbac(env, tmp_path, monkeypatch):
+    """examples/rotate-cronjob as a pod would run it: no kubeconfig, the k8sctl-rotate service
+    account's token mounted, only the example's Roles; the data plane reached with the stored credentials."""
+    for doc in yaml.safe_load_all((EXAMPLES / "data-plane.yaml").read_text()):
+        env.src.apply(kube.BUILTIN[doc["kind"]], in_namespace(doc, env.ns), force=True)
+    cronjob = None
+    for doc in yaml.safe_load_all((EXAMPLES / "control-plane.yaml").read_text()):
+        doc = in_namespace(doc, env.ns)
+        if doc["kind"] == "CronJob":
+            cronjob = doc
+            env.dest.apply(CRONJOB, doc, dry_run=True)  # the API server validates it; nothing would run here
+        else:
+            env.dest.apply(kube.BUILTIN[doc["kind"]], doc, force=True)
+    env.create("cron", "--token-source", "request", "--token-duration", "3600")
+    before = env.stored("cron")
+
+    # The pod's mounted service account, and nothing else to find a cluster with.
+    token = env.dest.request("POST", kube.SERVICEACCOUNT.path(env.ns, "k8sctl-rotate", "token"),
+                             {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+    sa_dir = tmp_path / "serviceaccount"
+    sa_dir.mkdir()
+    (sa_dir / "token").write_text(token["status"]["token"])
+    admin_doc = kc.read_file(Path(env.sandbox.clusters[DEST].kubeconfig))
+    (sa_dir / "ca.crt").write_bytes(base64.b64decode(admin_doc["clusters"][0]["cluster"]["certificate-authority-data"]))
+    (sa_dir / "namespace").write_text(env.ns)
+    server = env.sandbox.clusters[DEST].server
+    monkeypatch.setattr(kc, "SERVICE_ACCOUNT_DIR", sa_dir)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", server.rsplit(":", 1)[1])
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+
+    args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = [env.ns if a == "k8ssandra-operator" else a for a in args]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rot = as_json(r)["rotations"][0]
+    assert rot["action"] == "rotated" and rot["sourceAccess"] == "the stored credentials", rot
+    after = env.stored("cron")
+    assert token_of(after) != token_of(before) and whoami(after, "ctx-cron")
+    # Again at once: the new token is fresh, so nothing is written.
+    rv = env.dest.get(kube.SECRET, "cron-config", env.ns)["metadata"]["resourceVersion"]
+    r = CliRunner().invoke(app, args[:-2] + ["--if-expiring-within", "10m", "-o", "json"])
+    assert r.exit_code == 0 and as_json(r)["rotations"][0]["action"] == "skipped", r.output
+    assert env.dest.get(kube.SECRET, "cron-config", env.ns)["metadata"]["resourceVersion"] == rv
