@@ -132,11 +132,15 @@ def test_list_and_verify_name_every_kind_of_failure(env, uid=None):
     unreachable["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:1"  # nothing listens there
     unreachable["contexts"][0]["name"] = unreachable["current-context"] = "ctx-unreachable"
     env.put("unreachable", kc.dump(unreachable))
+    v6 = json.loads(json.dumps(unreachable))
+    v6["clusters"][0]["cluster"]["server"] = "https://[::1]:1"  # printed as itself, not as rich markup
+    v6["contexts"][0]["name"] = v6["current-context"] = "ctx-v6"
+    env.put("v6", kc.dump(v6))
 
     r = env.k8sctl("clientconfig", "list", "-o", "json")
     assert r.exit_code == 0, r.output
     listed = rows(r)
-    assert set(listed) == {"ok", "nosecret", "yaml", "rejected", "unreachable"}
+    assert set(listed) == {"ok", "nosecret", "yaml", "rejected", "unreachable", "v6"}
     assert listed["ok"]["problems"] == [] and listed["ok"]["auth"] == "token"
     assert listed["ok"]["tokenSource"] == "secret" and listed["ok"]["tokenExpiry"] is None
     assert listed["ok"]["serviceAccount"] == f"system:serviceaccount:{env.ns}:k8ssandra-operator"
@@ -161,7 +165,9 @@ def test_list_and_verify_name_every_kind_of_failure(env, uid=None):
     r = env.k8sctl("clientconfig", "verify", "ok")
     assert r.exit_code == 0, r.output
     r = env.k8sctl("clientconfig", "verify", "-o", "json")
-    assert r.exit_code == 1 and sorted(as_json(r)["failed"]) == ["nosecret", "rejected", "unreachable", "yaml"]
+    assert r.exit_code == 1 and sorted(as_json(r)["failed"]) == ["nosecret", "rejected", "unreachable", "v6", "yaml"]
+    r = env.k8sctl("clientconfig", "verify", "v6")
+    assert r.exit_code == 1 and "cannot reach https://[::1]:1" in r.output, r.output
     r = env.k8sctl("clientconfig", "verify", "ok", "rejected")
     assert r.exit_code == 1 and "credentials rejected (401)" in r.output
     r = env.k8sctl("clientconfig", "verify", "nope")
