@@ -171,7 +171,9 @@ def main() -> None:
             conn = ["--kubeconfig", str(control_path), "-n", NS]
             all_wall, all_reqs, r = invoke(["clientconfig", "list", "--check", "--timeout", args.timeout,
                                             "-o", "json", *conn])
-            failed = [x["name"] for x in json.loads(r.stdout)["clientConfigs"] if not x["health"]["ok"]]
+            listed = json.loads(r.stdout)["clientConfigs"]
+            failed = [x["name"] for x in listed if not x["health"]["ok"]]
+            slowest = max(x["health"]["seconds"] for x in listed if x["health"]["ok"])
             one_walls, one_reqs = [], 0
             for name in names:
                 wall, reqs, r = invoke(["clientconfig", "verify", name, "--timeout", args.timeout, "-o", "json",
@@ -184,6 +186,9 @@ def main() -> None:
             print(f"{'list --check (all at once)':<34}{all_wall:>10.2f}{all_reqs:>10}")
             print(f"{'verify NAME, one by one (sum)':<34}{sum(one_walls):>10.2f}{one_reqs:>10}")
             print(f"{'  of which the hung cluster':<34}{one_walls[-1]:>10.2f}")
+            print(f"in list --check: slowest healthy check {slowest:.2f}s, hung check "
+                  f"{next(x['health']['seconds'] for x in listed if x['name'] == 'hung'):.2f}s, load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
             # Rotate's window: one healthy ClientConfig, directly (no relay), several times.
             c = state.clusters[1]
@@ -191,16 +196,20 @@ def main() -> None:
                                          "--in-cluster-kubeconfig", c.in_cluster_kubeconfig, "--dest-kubeconfig",
                                          state.clusters[0].kubeconfig, "--name", "rot", "-o", "json"])
             assert r.exit_code == 0, r.output
-            windows, walls = [], []
+            windows, walls, deleted = [], [], []
             for _ in range(args.rotations):
                 wall, reqs, r = invoke(["clientconfig", "rotate", "rot", "-o", "json", "--kubeconfig",
                                         state.clusters[0].kubeconfig, "-n", NS])
                 rot = json.loads(r.stdout)["rotations"][0]
                 assert rot["action"] == "rotated" and rot["revoked"], r.output
                 windows.append(rot["bothValidSeconds"])
+                deleted.append(rot["revokedAfterSeconds"])
                 walls.append(wall)
-            print(f"rotate (token Secret, loopback, no relay): old and new token both valid for "
-                  f"{', '.join(f'{w:.2f}s' for w in windows)}; rotate wall {', '.join(f'{w:.2f}s' for w in walls)}")
+            print(f"rotate (token Secret, loopback, no relay), {args.rotations} runs:")
+            print(f"  new token minted -> old token Secret deleted: {', '.join(f'{w:.2f}s' for w in deleted)}")
+            print(f"  new token minted -> old token rejected (401), both valid: "
+                  f"{', '.join(f'{w:.2f}s' for w in windows)} (kube-apiserver caches token authentications 10 s)")
+            print(f"  rotate wall: {', '.join(f'{w:.2f}s' for w in walls)}")
             for a in admins:
                 a.close()
         finally:

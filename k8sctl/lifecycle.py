@@ -12,6 +12,7 @@ import copy
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,22 +211,27 @@ def _access_review(namespace: str | None) -> dict:
 
 def check(entry: Entry, timeout: float, stats: kube.RequestStats | None = None) -> Health:
     """Reachable, TLS verified, identity (SelfSubjectReview), may create CassandraDatacenters
-    (SelfSubjectAccessReview): two requests sent at once, so one round trip, bounded by `timeout`."""
+    (SelfSubjectAccessReview): two requests sent at once, so one round trip. `timeout` bounds the
+    whole check in wall time (a server that accepts and never answers included)."""
     t0 = time.monotonic()
     health = Health()
     if not entry.stored.usable:
         health.error = entry.stored.problem
         return health
+    pair = ThreadPoolExecutor(max_workers=2)
+    client = None
     try:
-        with kube.KubeClient(entry.stored.doc, entry.context, timeout=(timeout, timeout), trusted=False,
-                             source=f"the kubeconfig of ClientConfig {entry.name}", stats=stats) as client, \
-                ThreadPoolExecutor(max_workers=2) as pair:
-            who = pair.submit(client.whoami)
-            access = pair.submit(client.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
-                                 _access_review(entry.facts.namespace))
-            health.identity = who.result()
-            health.reachable = health.tls_verified = True
-            health.may_manage_datacenters = bool((access.result().get("status") or {}).get("allowed"))
+        client = kube.KubeClient(entry.stored.doc, entry.context, timeout=(timeout, timeout), trusted=False,
+                                 source=f"the kubeconfig of ClientConfig {entry.name}", stats=stats)
+        who = pair.submit(client.whoami)
+        access = pair.submit(client.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
+                             _access_review(entry.facts.namespace))
+        left = lambda: max(0.01, t0 + timeout - time.monotonic())  # noqa: E731
+        health.identity = who.result(timeout=left())
+        health.reachable = health.tls_verified = True
+        health.may_manage_datacenters = bool((access.result(timeout=left()).get("status") or {}).get("allowed"))
+    except FutureTimeout:
+        health.error = f"no answer from {entry.server} within {durations.show(timeout)}"
     except kube.Unreachable as e:
         health.reachable = e.tls  # a TLS failure means something answered, with another certificate
         health.error = f"cannot reach {entry.server}: {e.cause or e}"
@@ -235,6 +241,10 @@ def check(entry: Entry, timeout: float, stats: kube.RequestStats | None = None) 
                         else " ".join(str(e).split()))
     except K8sctlError as e:
         health.error = " ".join(str(e).split())
+    finally:
+        if client is not None:
+            client.close()  # also ends requests still waiting on a silent server
+        pair.shutdown(wait=False)
     expected = entry.facts.subject
     if health.ok and expected and health.identity and health.identity != expected:
         health.error = f"authenticates as {health.identity}, not {expected}"
@@ -373,6 +383,7 @@ class Rotation:
     revoked: bool | None = None
     revocation: str = ""
     both_valid_seconds: float | None = None
+    revoked_after_seconds: float | None = None  # from minting the new token to deleting the old token Secret
     operator: str | None = None
     # In memory only (never in a result): what revocation needs.
     _entry: Entry | None = field(default=None, repr=False)
@@ -388,6 +399,8 @@ class Rotation:
                 "newTokenSecret": self.new_token_secret, "oldTokenSecret": self.old_token_secret,
                 "revoked": self.revoked, "revocation": self.revocation,
                 "bothValidSeconds": None if self.both_valid_seconds is None else round(self.both_valid_seconds, 3),
+                "revokedAfterSeconds": None if self.revoked_after_seconds is None
+                else round(self.revoked_after_seconds, 3),
                 "operator": self.operator}
 
 
@@ -570,6 +583,7 @@ def _revoke(rot: Rotation, still_using: list[str], progress: Progress) -> None:
         return
     progress(f"{entry.name}: revoking the old token (deleting token Secret {facts.namespace}/{name})")
     src.delete(kube.SECRET, name, facts.namespace)
+    rot.revoked_after_seconds = time.monotonic() - rot._minted_at
     rot.revoked = True
     rot.revocation = f"deleted token Secret {facts.namespace}/{name}"
     rot.both_valid_seconds = _until_rejected(rot)

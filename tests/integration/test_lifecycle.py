@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import base64
 import json
+import socket
 import threading
 import time
 import uuid
@@ -170,6 +171,18 @@ def test_list_and_verify_name_every_kind_of_failure(env, uid=None):
     assert r.exit_code == 1 and "cannot reach https://[::1]:1" in r.output, r.output
     r = env.k8sctl("clientconfig", "verify", "ok", "rejected")
     assert r.exit_code == 1 and "credentials rejected (401)" in r.output
+    # A server that accepts connections and never answers: the per-cluster --timeout ends its check.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        hung = json.loads(json.dumps(unreachable))
+        hung["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{hole.getsockname()[1]}"
+        hung["contexts"][0]["name"] = hung["current-context"] = "ctx-hung"
+        env.put("hung", kc.dump(hung))
+        r = env.k8sctl("clientconfig", "verify", "hung", "ok", "--timeout", "1s", "-o", "json")
+    assert r.exit_code == 1 and as_json(r)["failed"] == ["hung"], r.output
+    error = rows(r)["hung"]["health"]["error"]
+    assert "within 1s" in error or "timed out" in error, error
     r = env.k8sctl("clientconfig", "verify", "nope")
     assert r.exit_code == 2 and r.output.startswith("error: ClientConfig nope not found"), r.output
     assert len(r.output.strip().splitlines()) == 1
