@@ -430,3 +430,53 @@ def test_the_cronjob_example_rotates_in_cluster_with_only_its_rbac(env, tmp_path
     r = CliRunner().invoke(app, args[:-2] + ["--if-expiring-within", "10m", "-o", "json"])
     assert r.exit_code == 0 and as_json(r)["rotations"][0]["action"] == "skipped", r.output
     assert env.dest.get(kube.SECRET, "cron-config", env.ns)["metadata"]["resourceVersion"] == rv
+
+
+def test_delete_wait_operator_waits_for_the_deployment_to_be_available_again(env):
+    """A Deployment named like the operator's, whose status a thread writes as the Deployment
+    controller would after the operator restarted (neither runs in the sandbox: the thread stands in)."""
+    from k8sctl import lifecycle
+
+    env.create("gone")
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment",
+                  "metadata": {"name": "k8ssandra-operator", "namespace": env.ns},
+                  "spec": {"selector": {"matchLabels": {"app": "op"}}, "template": {
+                      "metadata": {"labels": {"app": "op"}},
+                      "spec": {"containers": [{"name": "op", "image": "registry.example.com/op:1"}]}}}}
+    env.dest.apply(lifecycle.DEPLOYMENT, deployment, force=True)
+
+    def available(at: str) -> None:
+        env.dest.apply(lifecycle.DEPLOYMENT, {
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "k8ssandra-operator",
+                                                                         "namespace": env.ns},
+            "status": {"conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+                                       "lastTransitionTime": at, "lastUpdateTime": at}]}},
+            subresource="status", force=True, field_manager="stand-in")
+
+    available("2026-01-01T00:00:00Z")
+    stop = threading.Event()
+
+    def restart_when_deleted():
+        while not stop.is_set():
+            if env.dest.get_or_none(CC, "gone", env.ns) is None:
+                available(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+                return
+            time.sleep(0.1)
+
+    stand_in = threading.Thread(target=restart_when_deleted, daemon=True)
+    stand_in.start()
+    try:
+        r = env.k8sctl("clientconfig", "delete", "gone", "--wait-operator=30s", "-o", "yaml")
+    finally:
+        stop.set()
+        stand_in.join(5)
+    assert r.exit_code == 0, r.output
+    doc = yaml.safe_load(r.stdout)
+    assert doc["operator"] == "available again" and doc["restartsOperator"] is True
+    assert env.dest.get_or_none(CC, "gone", env.ns) is None
+
+    # Nothing restarts it now: the wait ends at its limit with one line, the deletion itself done.
+    env.create("gone2")
+    r = env.k8sctl("clientconfig", "delete", "gone2", "--wait-operator=1s")
+    assert r.exit_code == 1 and "did not become available again within 1s" in r.output, r.output
+    assert env.dest.get_or_none(CC, "gone2", env.ns) is None
