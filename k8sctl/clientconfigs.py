@@ -215,8 +215,7 @@ def complete(opts: CreateOptions, env: dict[str, str]) -> Completed:
         raise UsageError("--src-context is empty: give a context name or leave the option out")
     if not opts.src_kubeconfig and not opts.src_contexts:
         raise UsageError("pass --src-kubeconfig, --src-context, or both, to name the data-plane cluster(s)")
-    dest_paths = opts.dest_kubeconfig or kc.default_paths(env)
-    dest_doc = kc.load(dest_paths)
+    dest_doc = kc.load_or_in_cluster(opts.dest_kubeconfig, env)  # in a pod: its service account
     dest_view = kc.select_context(dest_doc, opts.dest_context, "the destination kubeconfig")
     if opts.src_kubeconfig:
         src_doc = kc.load([opts.src_kubeconfig])

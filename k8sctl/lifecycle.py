@@ -504,34 +504,48 @@ def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_
     rot._src, rot._entry, rot._old_doc = src, entry, entry.stored.doc
     rot._before_hashes = api.operator_hashes(entry.clientconfig)
     ref = f"{entry.namespace}/{entry.secret_name}"
-    progress(f"{entry.name}: getting a new token for {facts.subject}")
-    if rot.token_source == "secret":
-        new_token, rot.new_token_secret = _mint_secret_token(src, facts, opts.token_timeout, progress)
-        rot.old_token_secret = facts.secret_name
-    else:
-        new_token, new_exp = _request_token(src, facts)
-        rot.new_expiry = iso(new_exp)
-    rot._minted_at = time.monotonic()
-    new_doc = with_token(entry.stored.doc, entry.stored.view.user_name, new_token)
+    switched = False
     try:
+        progress(f"{entry.name}: getting a new token for {facts.subject}")
+        if rot.token_source == "secret":
+            new_token, rot.new_token_secret = _mint_secret_token(src, facts, opts.token_timeout, progress)
+            rot.old_token_secret = facts.secret_name
+        else:
+            new_token, new_exp = _request_token(src, facts)
+            rot.new_expiry = iso(new_exp)
+        rot._minted_at = time.monotonic()
+        new_doc = with_token(entry.stored.doc, entry.stored.view.user_name, new_token)
         progress(f"{entry.name}: verifying the new kubeconfig at {entry.server}")
         _verify_doc(new_doc, entry.context, facts.subject, f"the new kubeconfig of ClientConfig {entry.name}")
         progress(f"{entry.name}: updating Secret {ref} in place")
         _write_secret(client, entry, new_doc)
+        switched = True
+        # Verify what is stored, not what was sent: read it back through the one parser.
+        stored = api.parse_stored_kubeconfig(client.get(kube.SECRET, entry.secret_name, entry.namespace), ref,
+                                             entry.context)
+        if api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token != new_token:
+            raise ClusterError(f"Secret {ref} changed while it was being rotated (another writer?)")
+        _verify_doc(stored, entry.context, facts.subject, f"the stored kubeconfig of ClientConfig {entry.name}")
     except K8sctlError as e:
-        if rot.new_token_secret:  # nothing switched to it: take the unused credential back
-            _delete_quietly(src, rot.new_token_secret, facts.namespace)
-        rot.action, rot.reason = "failed", f"{' '.join(str(e).split())}; Secret {ref} was not changed"
+        why = _source_hint(e, rot)
+        if switched:
+            rot.action, rot.reason = "failed", f"{why}; Secret {ref} was updated, the old credential was kept"
+        else:
+            if rot.new_token_secret:  # nothing switched to it: take the unused credential back
+                _delete_quietly(src, rot.new_token_secret, facts.namespace)
+            rot.action, rot.reason = "failed", f"{why}; Secret {ref} was not changed"
         return rot
-    # Verify what is stored, not what was sent: read it back through the one parser.
-    stored = api.parse_stored_kubeconfig(client.get(kube.SECRET, entry.secret_name, entry.namespace), ref,
-                                         entry.context)
-    if api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token != new_token:
-        raise ClusterError(f"Secret {ref} changed while it was being rotated (another writer?): the old credential "
-                           f"was kept; run rotate again")
-    _verify_doc(stored, entry.context, facts.subject, f"the stored kubeconfig of ClientConfig {entry.name}")
     rot.action = "rotated"
     return rot
+
+
+def _source_hint(e: K8sctlError, rot: Rotation) -> str:
+    text = " ".join(str(e).split())
+    if isinstance(e, kube.ApiError) and e.status == 403 and rot.source_access == "the stored credentials":
+        what = "request tokens" if rot.token_source == "request" else "create Secrets"
+        text += (f" (the stored credentials may not {what} for themselves: pass --src-kubeconfig, or for "
+                 f"TokenRequest grant serviceaccounts/token create as in examples/rotate-cronjob/data-plane.yaml)")
+    return text
 
 
 def _write_secret(client: kube.KubeClient, entry: Entry, new_doc: dict) -> None:
@@ -622,6 +636,12 @@ def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
     entries = read_entries(client, namespace, opts.names or None)
     if not entries:
         return []
+    if src_doc is not None:  # bad input is found before anything is rotated
+        for entry in entries:
+            context = opts.src_context or entry.context
+            if entry.token and context not in kc.context_names(src_doc):
+                raise UsageError(f"--src-kubeconfig has no context {context!r} for ClientConfig {entry.name}: "
+                                 f"pass --src-context, or a kubeconfig naming its contexts like the ClientConfigs")
     now = time.time()
     rotations = []
     try:

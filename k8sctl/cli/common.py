@@ -171,6 +171,7 @@ def connect(kubeconfig: Optional[Path], context: Optional[str], namespace: Optio
     """Parse the connection options (and the kubeconfig) into a Connection: the one place that does."""
     from k8sctl import durations, kube
     from k8sctl import kubeconfig as kc
+    from k8sctl.clientconfigs import DEFAULT_NAMESPACE
     from k8sctl.errors import UsageError
 
     if namespace is not None and not namespace.strip():
@@ -183,8 +184,6 @@ def connect(kubeconfig: Optional[Path], context: Optional[str], namespace: Optio
     view = kc.select_context(doc, context, "the control-plane kubeconfig")
     return Connection(doc, view.name, namespace or view.namespace or DEFAULT_NAMESPACE, timeout)
 
-
-DEFAULT_NAMESPACE = "k8ssandra-operator"
 
 
 class Spinner:

@@ -268,7 +268,18 @@ def test_rotate_a_token_request_token_and_if_expiring_within(env):
     assert rot["action"] == "skipped" and "expires in" in rot["reason"]
     assert env.dest.get(kube.SECRET, "req-config", env.ns)["metadata"]["resourceVersion"] == rv  # nothing written
 
-    # The operator's own Role may not request tokens: the source's admin kubeconfig does it.
+    # The operator's own Role may not request tokens: said, with the way out, and nothing written.
+    r = env.k8sctl("clientconfig", "rotate", "req", "-o", "json")
+    assert r.exit_code == 1, r.output
+    rot = as_json(r)["rotations"][0]
+    assert rot["action"] == "failed" and "403" in rot["reason"] and "data-plane.yaml" in rot["reason"], rot
+    assert "was not changed" in rot["reason"]
+    assert env.dest.get(kube.SECRET, "req-config", env.ns)["metadata"]["resourceVersion"] == rv
+    r = env.k8sctl("clientconfig", "rotate", "req", "--src-kubeconfig", env.sandbox.clusters[SRC].kubeconfig,
+                   "--src-context", "no-such-context")
+    assert r.exit_code == 2 and "no context 'no-such-context'" in r.output, r.output
+
+    # The source's admin kubeconfig may.
     c = env.sandbox.clusters[SRC]
     r = env.k8sctl("clientconfig", "rotate", "req", "--if-expiring-within", "2h", "--src-kubeconfig",
                    c.kubeconfig, "--src-context", c.context, "-o", "json")
