@@ -258,28 +258,40 @@ def delete_cmd(
         raise ClusterError(result.operator.removeprefix("timeout: "))
 
 
-def _yes_no(value) -> str:
-    return {True: "[green]yes[/]", False: "[red]no[/]", None: "-"}[value]
+def _columns(header: list[str], rows: list[list[tuple[str, str]]]) -> list[str]:
+    """kubectl-style columns, never cut: each cell is (text, rich style); text is escaped here."""
+    from rich.markup import escape
+
+    widths = [max([len(h)] + [len(r[i][0]) for r in rows]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(header, widths)).rstrip()]
+    for r in rows:
+        cells = [(f"[{style}]{escape(text)}[/]" if style and text else escape(text)) + " " * (w - len(text))
+                 for (text, style), w in zip(r, widths)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def _list_text(d: dict) -> None:
     from rich.markup import escape as e
-    from rich.table import Table
 
     out = console(stderr=False)
-    columns = ["name", "context", "secret", "server", "auth", "token expiry", "loaded"]
+    header = ["name", "context", "secret", "server", "auth", "token expiry", "loaded"]
     if d["checked"]:
-        columns += ["health"]
-    t = Table(*columns, title=e(f"ClientConfigs in {d['context']}/{d['namespace']}"))
+        header.append("health")
+    rows = []
     for r in d["clientConfigs"]:
-        row = [e(r["name"]), e(r["context"]), e(r["secret"]), e(r["server"] or "-"),
-               e(r["auth"] or "-") + (f" ({e(r['tokenSource'])})" if r["tokenSource"] else ""),
-               e(r["tokenExpiry"] or ("never" if r["auth"] == "token" else "-")), _yes_no(r["operatorLoaded"])]
+        auth = (r["auth"] or "-") + (f" ({r['tokenSource']})" if r["tokenSource"] else "")
+        expiry = r["tokenExpiry"] or ("never" if r["auth"] == "token" else "-")
+        row = [(r["name"], ""), (r["context"], ""), (r["secret"], ""), (r["server"] or "-", ""), (auth, ""),
+               (expiry, ""), ("yes", "green") if r["operatorLoaded"] else ("no", "")]
         if d["checked"]:
-            h = r["health"]
-            row.append("[green]ok[/]" if h["ok"] else "[red]failed[/]")
-        t.add_row(*row)
-    out.print(t)
+            row.append(("ok", "green") if r["health"]["ok"] else ("failed", "red"))
+        rows.append(row)
+    if not rows:
+        out.print(f"no ClientConfig in {e(d['context'])}/{e(d['namespace'])}")
+        return
+    for line in _columns(header, rows):
+        out.print(line)
     for r in d["clientConfigs"]:
         for p in r["problems"]:
             out.print(f"[yellow]{e(r['name'])}:[/] {e(p)}")
@@ -329,9 +341,10 @@ def _delete_text(d: dict) -> None:
     from rich.markup import escape as e
 
     out = console(stderr=False)
-    for o in d["objects"]:
-        why = f"  [dim]({e(o['why'])})[/]" if o.get("why") else ""
-        out.print(f"{e(o['kind']):<13} {e(o['name'])}  {e(o['action'])}{why}")
+    rows = [[(o["kind"], ""), (o["name"], ""), (o["action"], "yellow" if o["action"].endswith("deleted") else ""),
+             (o.get("why") or "", "dim")] for o in d["objects"]]
+    for line in _columns(["kind", "name", "action", "why"], rows):
+        out.print(line)
     for n in d["notes"]:
         out.print(f"[yellow]note:[/] {e(n)}")
     if d["operator"]:

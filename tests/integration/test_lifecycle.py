@@ -160,8 +160,9 @@ def test_list_and_verify_name_every_kind_of_failure(env, uid=None):
     assert "connection refused" in health["unreachable"]["error"] and not health["unreachable"]["reachable"]
     assert "not found" in health["nosecret"]["error"] and "YAML" in health["yaml"]["error"]
 
-    r = env.k8sctl("clientconfig", "list", "--check")  # text: a table and one line per problem
-    assert r.exit_code == 0 and "ok" in r.output and "401" in r.output, r.output
+    r = env.k8sctl("clientconfig", "list", "--check")  # text: columns, never cut, and one line per problem
+    assert r.exit_code == 0 and "401" in r.output and "https://[::1]:1" in r.output, r.output
+    assert f"{env.ns}/nosecret-config not found" in r.output
 
     r = env.k8sctl("clientconfig", "verify", "ok")
     assert r.exit_code == 0, r.output
