@@ -25,7 +25,6 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
 from typer.testing import CliRunner
 
 from k8sctl import kube
