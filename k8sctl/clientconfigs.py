@@ -25,7 +25,7 @@ import yaml
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl import redact, tokens
+from k8sctl import redact, tokens, waiting
 from k8sctl.apis import clientconfig as api
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
 
@@ -495,14 +495,16 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
                                  f"{o.serviceaccount}: delete or rename it") from None
     name = secret["metadata"]["name"]
     reg.token_secret = name
-    deadline = time.monotonic() + o.timeout
-    while not _decode(secret, "token"):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"token Secret {ns}/{name} in {reg.source_context} was not filled within {o.timeout:.0f}s: "
-                               f"is kube-controller-manager's token controller running? (or use --token-source request)")
-        progress(f"waiting for the token controller to fill {ns}/{name}")
-        time.sleep(0.2)
-        secret = src.get(kube.SECRET, name, ns)
+    if not _decode(secret, "token"):
+        def filled() -> dict | None:
+            current = src.get(kube.SECRET, name, ns)
+            return current if _decode(current, "token") else None
+
+        secret = waiting.until(
+            filled, timeout=o.timeout, interval=0.2, progress=progress,
+            what=f"waiting for the token controller to fill {ns}/{name}",
+            message=f"token Secret {ns}/{name} in {reg.source_context} was not filled within {o.timeout:.0f}s: "
+                    f"is kube-controller-manager's token controller running? (or use --token-source request)")
     token = _decode(secret, "token").decode()
     redact.remember(token)
     return token, _decode(secret, "ca.crt")

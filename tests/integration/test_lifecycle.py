@@ -113,7 +113,7 @@ def rows(r) -> dict:
     return {row["name"]: row for row in as_json(r)["clientConfigs"]}
 
 
-def test_list_and_verify_name_every_kind_of_failure(env, uid=None):
+def test_list_and_verify_name_every_kind_of_failure(env):
     env.create("ok")
     good = env.stored("ok")
     env.dest.apply(CC, clientconfig_manifest("nosecret", env.ns, "v1beta1", "ctx-nosecret", "nosecret-config"))
