@@ -12,6 +12,7 @@ from __future__ import annotations
 import _thread
 import base64
 import json
+import signal
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from k8sctl import kube
+from k8sctl import kube, redact
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
@@ -205,14 +206,19 @@ def test_rotate_a_token_secret_keeps_the_stored_kubeconfig_valid_and_revokes_the
                 try:
                     secret = dest.get(kube.SECRET, "rot-config", env.ns)
                     doc = api.parse_stored_kubeconfig(secret, "rot-config", "ctx-rot")
-                    assert whoami(doc, "ctx-rot")
+                    if not whoami(doc, "ctx-rot"):
+                        raise AssertionError("the stored kubeconfig authenticates as nobody")
                     polls[0] += 1
                 except Exception as e:  # any failure fails the test at once, in the main thread
-                    failures.append(f"{type(e).__name__}: {e}")
-                    _thread.interrupt_main()
+                    failures.append(redact.redact(f"{type(e).__name__}: {e}"))  # a failure must not print a token
+                    _thread.interrupt_main(signal.SIGUSR1)
                     return
                 time.sleep(0.02)
 
+    def fail_now(signum, frame):
+        raise AssertionError(f"the stored kubeconfig was not valid during the rotation: {failures}")
+
+    previous = signal.signal(signal.SIGUSR1, fail_now)
     poller = threading.Thread(target=poll, daemon=True)
     poller.start()
     try:
@@ -221,6 +227,7 @@ def test_rotate_a_token_secret_keeps_the_stored_kubeconfig_valid_and_revokes_the
     finally:
         stop.set()
         poller.join(10)
+        signal.signal(signal.SIGUSR1, previous)
     assert not failures, failures
     assert r.exit_code == 0, r.output
     rot = as_json(r)["rotations"][0]
