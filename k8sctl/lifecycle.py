@@ -569,7 +569,7 @@ def _holders_of(entries: list[Entry], server: str | None, facts: TokenFacts) -> 
             and e.facts.namespace == facts.namespace]
 
 
-def _revoke(rot: Rotation, still_using: list[str], progress: Progress) -> None:
+def _revoke(rot: Rotation, still_using: list[str], deleted: set, progress: Progress) -> None:
     entry, src = rot._entry, rot._src
     facts = entry.facts
     if rot.token_source != "secret":
@@ -586,6 +586,10 @@ def _revoke(rot: Rotation, still_using: list[str], progress: Progress) -> None:
         rot.revocation = (f"kept the old token Secret {facts.namespace}/{name}: ClientConfig "
                           f"{', '.join(still_using)} still use(s) it (rotate them too, e.g. --all)")
         return
+    key = (entry.server, facts.namespace, name)
+    if key in deleted:  # several ClientConfigs shared it: deleted once, for all of them
+        rot.revoked, rot.revocation = True, f"deleted token Secret {facts.namespace}/{name}"
+        return
     old = src.get_or_none(kube.SECRET, name, facts.namespace)
     annotations = ((old or {}).get("metadata") or {}).get("annotations") or {}
     if old is None:
@@ -597,10 +601,10 @@ def _revoke(rot: Rotation, still_using: list[str], progress: Progress) -> None:
         return
     progress(f"{entry.name}: revoking the old token (deleting token Secret {facts.namespace}/{name})")
     src.delete(kube.SECRET, name, facts.namespace)
+    deleted.add(key)
     rot.revoked_after_seconds = time.monotonic() - rot._minted_at
     rot.revoked = True
     rot.revocation = f"deleted token Secret {facts.namespace}/{name}"
-    rot.both_valid_seconds = _until_rejected(rot)
 
 
 def _until_rejected(rot: Rotation, timeout: float = 15.0) -> float | None:
@@ -653,11 +657,18 @@ def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
         done = [r for r in rotations if r.action == "rotated"]
         if done:
             after = read_entries(client, namespace)  # who still holds each old token, after the switch
+            deleted: set = set()
             for r in done:
                 try:
-                    _revoke(r, _holders_of(after, r._entry.server, r._entry.facts), progress)
+                    _revoke(r, _holders_of(after, r._entry.server, r._entry.facts), deleted, progress)
                 except K8sctlError as e:
                     r.revoked, r.revocation = False, f"could not delete the old token Secret: {' '.join(str(e).split())}"
+            revoked = [r for r in done if r.revoked_after_seconds is not None]
+            if revoked:
+                progress("waiting until the old tokens are rejected (the API server caches them up to 10 s)")
+                with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(revoked))) as pool:
+                    for r, seconds in zip(revoked, pool.map(_until_rejected, revoked)):
+                        r.both_valid_seconds = seconds
             if opts.wait_operator is not None:
                 for r in done:
                     try:

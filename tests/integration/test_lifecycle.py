@@ -265,6 +265,21 @@ def test_rotate_keeps_an_old_token_secret_another_clientconfig_still_uses(env):
     assert status_of(old, "ctx-two") == 401
 
 
+def test_rotate_all_revokes_a_shared_old_token_once_every_holder_is_switched(env):
+    env.create("x")
+    env.create("y")  # the same service-account token Secret
+    old = env.stored("x")
+    r = env.k8sctl("clientconfig", "rotate", "--all", "-o", "json")
+    assert r.exit_code == 0, r.output
+    rotations = as_json(r)["rotations"]
+    assert [(x["name"], x["action"], x["revoked"]) for x in rotations] == [("x", "rotated", True),
+                                                                         ("y", "rotated", True)]
+    assert rotations[0]["newTokenSecret"] != rotations[1]["newTokenSecret"]
+    assert rejected_soon(old, "ctx-x")
+    for name in ("x", "y"):
+        assert whoami(env.stored(name), f"ctx-{name}")
+
+
 def test_rotate_a_token_request_token_and_if_expiring_within(env):
     env.create("req", "--token-source", "request", "--token-duration", "3600")
     before = env.stored("req")
