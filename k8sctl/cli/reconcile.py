@@ -1,12 +1,19 @@
 """`k8sctl reconcile NAME`: push a K8ssandraCluster's CassandraDatacenters once, like the operator."""
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from k8sctl.cli.common import Output, OutputOption, console, env, handle_errors, render
+from k8sctl.cli.common import Globals, Output, OutputOption, console, env, handle_errors, render
+
+
+class ConfigSource(str, enum.Enum):
+    inline = "inline"
+    secret = "secret"
+    auto = "auto"
 
 
 def register(app: typer.Typer) -> None:
@@ -26,6 +33,8 @@ def reconcile(
     no_gate: bool = typer.Option(False, "--no-gate", help="Create every missing datacenter now, not one after another."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the CassandraDatacenters and a diff; write nothing."),
     update_status: bool = typer.Option(False, "--update-status", help="Write the K8ssandraCluster's status.datacenters (the operator owns it)."),
+    config_source: ConfigSource = typer.Option(ConfigSource.auto, "--config-source", help="How each datacenter gets its config: inline (spec.config), secret (a Secret named by spec.configSecret), or auto: per cluster, inline where its CRD accepts it, else secret."),
+    show_secrets: bool = typer.Option(False, "--show-secrets", help="With --dry-run, print the config Secrets' content too (hidden by default)."),
     output: Output = OutputOption,
 ) -> None:
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
@@ -37,6 +46,8 @@ def reconcile(
 
     if timeout <= 0:
         raise UsageError("--timeout must be positive")
+    if show_secrets and not dry_run:
+        raise UsageError("--show-secrets only applies to --dry-run (a real run prints no Secret content)")
     doc = kc.load([kubeconfig.expanduser()] if kubeconfig else kc.default_paths(env()))
     view = kc.select_context(doc, context)
     ns = namespace or view.namespace or DEFAULT_NAMESPACE
@@ -47,22 +58,49 @@ def reconcile(
         cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
         try:
             opts = rec.ReconcileOptions(name=name, namespace=ns, force_conflicts=force_conflicts, wait=wait,
-                                        timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status)
+                                        timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status,
+                                        config_source=config_source.value)
             result = rec.run(opts, cache, progress=lambda m: status.update(m))
         finally:
             cache.close()
     finally:
         status.stop()
         local.close()
+    data = result.as_dict()
     if dry_run and output is Output.text:
         import yaml
 
-        typer.echo(yaml.safe_dump_all([r.desired for r in result.datacenters], sort_keys=False), nl=False)
-    render(result.as_dict(), output, _text)
+        docs = []
+        for r in result.datacenters:
+            if r.desired_secret is not None:
+                docs.append(r.desired_secret if show_secrets else _hidden(r.desired_secret))
+            docs.append(r.desired)
+        typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+    if dry_run and show_secrets:
+        for row, r in zip(data["datacenters"], result.datacenters):
+            if r.desired_secret is not None and "configSecret" in row:
+                row["configSecret"]["data"] = r.desired_secret["data"]
+    render(data, output, _text)
+    if Globals.verbose:
+        for r in result.datacenters:
+            if r.exception is not None:
+                from rich.traceback import Traceback
+
+                console().print(Traceback.from_exception(type(r.exception), r.exception, r.exception.__traceback__))
     for b in result.broken_clientconfigs:
         console().print(f"[yellow]warning:[/] ClientConfig {b['name']} (context {b['context']}) has no client: {b['reason']}")
     if result.failed:
         raise typer.Exit(1)
+
+
+def _hidden(secret: dict) -> dict:
+    """A Secret manifest with each value replaced by its size."""
+    import base64
+
+    shown = dict(secret)
+    shown["data"] = {k: f"(hidden: {len(base64.b64decode(v))} bytes; --show-secrets prints it)"
+                     for k, v in secret["data"].items()}
+    return shown
 
 
 _STYLE = {"created": "green", "updated": "yellow", "unchanged": "dim", "waiting": "cyan", "error": "red"}
@@ -72,14 +110,22 @@ def _text(d: dict) -> None:
     from rich.table import Table
 
     out = console(stderr=False)
-    t = Table("context", "namespace", "name", "action", "ready", "progress",
+    t = Table("context", "namespace", "name", "action", "ready", "progress", "config",
               title=f"K8ssandraCluster {d['namespace']}/{d['k8ssandraCluster']}" + (" (dry run)" if d["dryRun"] else ""))
     for r in d["datacenters"]:
         ready = {True: "[green]yes[/]", False: "no", None: "-"}[r["ready"]]
         action = r["action"]
         t.add_row(r["context"] or "(control plane)", r["namespace"], r["name"],
-                  f"[{_STYLE.get(action.split()[-1], '')}]{action}[/]", ready, r["cassandraOperatorProgress"] or "-")
+                  f"[{_STYLE.get(action.split()[-1], '')}]{action}[/]", ready, r["cassandraOperatorProgress"] or "-",
+                  r.get("configSource") or "-")
     out.print(t)
+    for context, choice in d.get("configSources", {}).items():
+        out.print(f"config source in {context or '(control plane)'}: {choice['source'] or '-'} ({choice['reason']})")
+    for r in d["datacenters"]:
+        secret = r.get("configSecret")
+        if secret and secret.get("action"):
+            out.print(f"{r['name']}: config Secret {r['namespace']}/{secret['name']} (key {', '.join(secret['keys'])}) "
+                      f"{secret['action']}")
     for r in d["datacenters"]:
         if r.get("error"):
             out.print(f"[red]{r['name']}:[/] {r['error']}")
