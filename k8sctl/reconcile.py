@@ -333,11 +333,10 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
 
 def _schema_error(r: DatacenterReport, context: str, e: kube.ApiError, what: str, opts: ReconcileOptions) -> str:
     fields = cdc.invalid_fields(str(e)) or ["(not named by the server)"]
-    msg = (f"datacenter {r.name} in context {context or '(control plane)'}: {what} refused by the cluster's schema "
-           f"at field {', '.join(fields)}: {e}")
+    msg = (f"datacenter {r.name} in context {context or '(control plane)'}: {what} is refused by the cluster's "
+           f"schema at field {', '.join(fields)}: {cdc.schema_detail(str(e))}")
     if cdc.refuses_inline_config(fields) and opts.config_source == cdc.INLINE:
-        msg += ("; this cluster's CassandraDatacenter CRD does not accept an inline spec.config: use "
-                "--config-source secret (or auto) to write it through spec.configSecret")
+        msg += "; use --config-source secret (or auto) to write the config through spec.configSecret"
     return msg
 
 

@@ -225,6 +225,28 @@ def invalid_fields(message: str) -> list[str]:
     return seen
 
 
+_GO_VALUE_DUMP = re.compile(r"&value\.\w+\{.*\}", re.S)
+_DETAIL_MAX = 300
+
+
+def schema_detail(message: str) -> str:
+    """What an API server's schema error says, from its first field on, without echoing config values.
+
+    A typed-patch error prints the refused value whole (`&value.valueUnstructured{...}`); for
+    spec.config that is the datacenter's configuration, which may hold passwords.
+    """
+    fields = invalid_fields(message)
+    if refuses_inline_config(fields):
+        return ("the CRD types spec.config as a byte string and refuses the JSON object cass-operator reads "
+                "(cass-operator's raw config/crd/bases CRD)")
+    m = _FIELD.search(message)
+    detail = message[m.start():] if m else message
+    detail = _GO_VALUE_DUMP.sub("(value not shown)", detail).strip().lstrip(".")
+    if m and message[:m.start()].endswith("["):  # `is invalid: [a: ..., b: ...]`
+        detail = detail.removesuffix("]")
+    return detail if len(detail) <= _DETAIL_MAX else detail[:_DETAIL_MAX - 3] + "..."
+
+
 def refuses_inline_config(fields: list[str]) -> bool:
     """Whether a schema error is about spec.config (the raw CRD's `must be of type byte`)."""
     return any(f == "spec.config" or f.startswith("spec.config.") for f in fields)

@@ -447,6 +447,7 @@ def test_inline_on_the_unpatched_crd_fails_with_one_line_and_writes_nothing(crd_
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert f"datacenter {prefix}-dc2 in context unpatched-1" in lines[0] and "field spec.config" in lines[0]
     assert "--config-source secret" in lines[0] and "nothing was written" in lines[0]
+    assert "num_tokens" not in r.stderr  # the server's error quotes the refused config: not repeated
     assert real_writes(requests_log) == []  # not even dc1, in the cluster that would accept it
     assert crd_admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is None
     assert crd_admins[2].get_or_none(cdc.RESOURCE, f"{prefix}-dc2", NS) is None
@@ -514,3 +515,35 @@ def test_switching_between_inline_and_secret_is_valid_at_every_step(crd_sandbox,
     result = run_reconcile(control, prefix, config_source="inline")
     assert [(r.action, r.secret_action) for r in result.datacenters] == [("updated", None)]
     assert admin.get(kube.SECRET, secret_name, NS)["metadata"]["uid"] == foreign["metadata"]["uid"]
+
+
+def test_a_datacenter_the_clusters_schema_refuses_is_named_and_nothing_is_written(crd_sandbox, crd_admins, prefix,
+                                                                                  requests_log):
+    # A label value the K8ssandraCluster accepts (a string) but no object's metadata may carry.
+    doc = crd_demo(prefix, ("prod-1", "prod-2"), sizes=(1, 1))
+    doc["spec"]["cassandra"]["datacenters"][1]["metadata"]["labels"] = {"team": "not a valid label value!"}
+    apply_cluster(crd_admins, doc)
+    requests_log.clear()
+    r = CliRunner().invoke(app, ["reconcile", prefix, "--kubeconfig", crd_sandbox.clusters[0].kubeconfig,
+                                 "--no-gate", "--config-source", "secret"])
+    assert r.exit_code == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert f"datacenter {prefix}-dc2 in context prod-2" in lines[0] and "at field metadata.labels" in lines[0], lines[0]
+    assert real_writes(requests_log) == []  # neither dc1 nor any Secret, though they are valid
+    for i in (1, 2):
+        assert crd_admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc{i}", NS) is None
+        assert secret_of(crd_admins, "prod-1", prefix, f"{prefix}-dc{i}") is None
+    # A schema difference between clusters: the unpatched CRD keys container ports by (containerPort, protocol),
+    # the production one does not; the same datacenters pass in one cluster and are refused in the other.
+    doc = crd_demo(prefix, ("prod-1", "unpatched-1"), sizes=(1, 1))
+    doc["spec"]["cassandra"]["containers"] = [{"name": "cassandra", "ports": [
+        {"containerPort": 9042, "name": "cql"}, {"containerPort": 9042, "name": "cql-again"}]}]
+    apply_cluster(crd_admins, doc)
+    requests_log.clear()
+    r = CliRunner().invoke(app, ["reconcile", prefix, "--kubeconfig", crd_sandbox.clusters[0].kubeconfig, "--no-gate"])
+    assert r.exit_code == 1
+    line = r.stderr.strip()
+    assert f"datacenter {prefix}-dc2 in context unpatched-1" in line and "spec.podTemplateSpec.spec.containers" in line, line
+    assert f"{prefix}-dc1 in" not in line and real_writes(requests_log) == []
+    assert crd_admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is None

@@ -104,3 +104,21 @@ def test_ready_state_and_stand_in_status():
     assert cdc.ready_state(dc) == (False, None)
     dc["status"] = cdc.ready_status(dc)
     assert cdc.ready_state(dc) == (True, "Ready") and dc["status"]["observedGeneration"] == 2
+
+
+def test_schema_detail_never_echoes_a_config_value():
+    typed = ("PATCH /apis/x in context 'c': 500 failed to create typed patch object (ns/dc1; cassandra.datastax.com/v1beta1,"
+             " Kind=CassandraDatacenter): .spec.config: expected string, got &value.valueUnstructured{Value:map[string]"
+             "interface {}{\"cassandra-yaml\":map[string]interface {}{\"password\":\"hunter2\"}}}")
+    detail = cdc.schema_detail(typed)
+    assert "hunter2" not in detail and "byte string" in detail
+    label = ('422 Invalid CassandraDatacenter.cassandra.datastax.com "dc2" is invalid: metadata.labels: Invalid value: '
+             '"bad value!": a valid label must be an empty string')
+    assert cdc.schema_detail(label) == 'metadata.labels: Invalid value: "bad value!": a valid label must be an empty string'
+    dup = ("500 failed to create typed patch object (x): .spec.podTemplateSpec.spec.containers[name=\"cassandra\"].ports: "
+           "duplicate entries for key [containerPort=9042,protocol=\"TCP\"]")
+    assert cdc.schema_detail(dup) == ('spec.podTemplateSpec.spec.containers[name="cassandra"].ports: duplicate entries '
+                                      'for key [containerPort=9042,protocol="TCP"]')
+    many = 'X "dc1" is invalid: [spec.size: Invalid value: 0: must be >= 1, spec.racks[0].name: Required value]'
+    assert cdc.schema_detail(many) == "spec.size: Invalid value: 0: must be >= 1, spec.racks[0].name: Required value"
+    assert len(cdc.schema_detail("spec.size: " + "x" * 1000)) == 300
