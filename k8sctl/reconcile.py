@@ -434,7 +434,9 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
     """Secret first (the datacenter names it), then the datacenter, then the Secret nothing names any more."""
     if r.desired_secret is not None and r.secret_changed:
         existed = r.existing_secret is not None
-        r.existing_secret = _apply(r, client, kube.SECRET, r.desired_secret, opts.force_conflicts)
+        # A Secret k8sctl manages is k8sctl's whole: an edit made with kubectl is taken back.
+        force = opts.force_conflicts or not existed or cdc.managed_by_k8sctl(r.existing_secret)
+        r.existing_secret = _apply(r, client, kube.SECRET, r.desired_secret, force)
         r.secret_action = "updated" if existed else "created"
     elif r.desired_secret is not None:
         r.secret_action = "unchanged"

@@ -4,6 +4,9 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -225,6 +228,68 @@ def test_wait_creates_each_after_the_previous_is_ready(registered, admins, prefi
     assert [r.ready for r in result.datacenters] == [True] * 3
 
 
+def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, prefix, tmp_path):
+    apply_cluster(admins, demo_cluster(prefix))
+    # A real --wait, interrupted (SIGINT, as Ctrl-C) while it waits for dc1 to become Ready.
+    cmd = [sys.executable, "-m", "k8sctl", "reconcile", prefix, "--kubeconfig", registered.clusters[0].kubeconfig,
+           "--wait", "--timeout", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, "reconcile --wait never created dc1"
+            time.sleep(0.05)
+        time.sleep(0.3)  # it is now polling dc1
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130 and "interrupted" in err, err
+    assert admins[2].get_or_none(cdc.RESOURCE, f"{prefix}-dc2", NS) is None
+    # Run again: it waits for dc1 (created by the interrupted run), then goes on.
+    pending = [(1, f"{prefix}-dc1"), (2, f"{prefix}-dc2"), (3, f"{prefix}-dc3")]
+
+    def cass_operator_stand_in():
+        if not pending:
+            return True
+        i, name = pending[0]
+        if admins[i].get_or_none(cdc.RESOURCE, name, NS) is not None:
+            mark_ready(admins, i, name)
+            pending.pop(0)
+
+    with Watch(cass_operator_stand_in) as watch:
+        result = run_reconcile(registered.clusters[0], prefix, watch.progress, wait=True, timeout=30)
+    assert [r.action for r in result.datacenters] == ["unchanged", "created", "created"], \
+        [r.error for r in result.datacenters]
+    assert [r.ready for r in result.datacenters] == [True] * 3 and not result.failed
+
+
+def test_an_out_of_band_edit_is_restored(registered, admins, prefix):
+    apply_cluster(admins, demo_cluster(prefix, sizes=(3,), contexts=("kind-k8ssandra-1",)))
+    assert actions(reconcile(registered, prefix)) == ["created"]
+    name = f"{prefix}-dc1"
+    path = cdc.RESOURCE.path(NS, name)
+    # What `kubectl edit` / `kubectl label` do: plain updates, under their own field managers.
+    admins[1].request("PATCH", path, {"spec": {"size": 9}}, query={"fieldManager": "kubectl-edit"},
+                      content_type="application/merge-patch+json")
+    admins[1].request("PATCH", path, {"metadata": {"labels": {"app.kubernetes.io/part-of": None}}},
+                      query={"fieldManager": "kubectl-label"}, content_type="application/merge-patch+json")
+    r = reconcile(registered, prefix)
+    assert actions(r) == ["updated"], r.output
+    assert json.loads(r.stdout)["datacenters"][0]["drift"] == ["metadata.labels.app.kubernetes.io/part-of", "spec.size"]
+    live = admins[1].get(cdc.RESOURCE, name, NS)
+    assert live["spec"]["size"] == 3 and live["metadata"]["labels"]["app.kubernetes.io/part-of"] == "k8ssandra"
+    kube.STATS.reset()
+    assert actions(reconcile(registered, prefix)) == ["unchanged"] and kube.STATS.writes == 0
+    # A field only another manager writes is not k8sctl's: no drift, nothing written.
+    admins[1].request("PATCH", path, {"metadata": {"annotations": {"example.com/note": "x"}}},
+                      query={"fieldManager": "kubectl-annotate"}, content_type="application/merge-patch+json")
+    kube.STATS.reset()
+    assert actions(reconcile(registered, prefix)) == ["unchanged"] and kube.STATS.writes == 0
+
+
 def test_wait_times_out(registered, admins, prefix):
     apply_cluster(admins, demo_cluster(prefix))
     r = reconcile(registered, prefix, "--wait", "--timeout", "1")
@@ -435,6 +500,14 @@ def test_unpatched_crd_auto_goes_through_config_secret(crd_sandbox, crd_admins, 
     assert len(real_writes(requests_log)) == 3 and all("/secrets/" in p for _, p in real_writes(requests_log))
     after = versions()
     assert [a[0] == b[0] and a[1] != b[1] for a, b in zip(after, before)] == [True] * 3
+    # The Secret's content edited out of band (as `kubectl edit` does): the next run restores it.
+    name = cdc.config_secret_name(prefix, f"{prefix}-dc3")
+    good = crd_admins[2].get(kube.SECRET, name, NS)["data"]["config"]
+    crd_admins[2].request("PATCH", kube.SECRET.path(NS, name), {"data": {"config": base64.b64encode(b"{}").decode()}},
+                          query={"fieldManager": "kubectl-edit"}, content_type="application/merge-patch+json")
+    r = reconcile(crd_sandbox, prefix)
+    assert actions(r) == ["unchanged", "unchanged", "updated"], r.output
+    assert crd_admins[2].get(kube.SECRET, name, NS)["data"]["config"] == good
 
 
 def test_inline_on_the_unpatched_crd_fails_with_one_line_and_writes_nothing(crd_sandbox, crd_admins, prefix, requests_log):

@@ -130,3 +130,32 @@ def test_auto_source_comes_from_live_objects_or_a_probe():
     rs[2].existing = live(rs[2].desired, True)  # an inline one proves the CRD accepts spec.config
     assert rec.source_from_live(rs, cdc.AUTO, "demo").source == cdc.INLINE
 
+
+def test_one_clusters_failure_stays_that_clusters():
+    rs = reports()
+    rs[1].context = rs[0].context  # dc1, dc2 in one cluster; dc3 in another
+    for r in rs:
+        r.action = "create"
+    token_like = "Bearer abc.def"
+
+    def work(context: str, items: list[rec.DatacenterReport]) -> None:
+        if context == rs[0].context:
+            raise ValueError(f"Invalid header value {token_like!r}")  # a bug's message may hold anything
+        for r in items:
+            r.action = "created"
+
+    rec._per_context(rs, work)
+    assert [r.action for r in rs] == ["error", "error", "created"]
+    assert "internal error" in rs[0].error and "ValueError" in rs[0].error and token_like not in rs[0].error
+    assert isinstance(rs[0].exception, ValueError)  # kept for -v
+
+    def each_work(r: rec.DatacenterReport) -> None:
+        if r.name == "dc1":
+            raise KeyError("boom")
+        r.action = "updated"
+
+    rs = reports()
+    for r in rs:
+        r.action = "update"
+    rec._each(rs, each_work)
+    assert [r.action for r in rs] == ["error", "updated", "updated"]
