@@ -38,6 +38,8 @@ def reconcile(
     output: Output = OutputOption,
 ) -> None:
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
+    from rich.markup import escape
+
     from k8sctl import kube, kubeconfig as kc
     from k8sctl.cache import ClientCache
     from k8sctl.clientconfigs import DEFAULT_NAMESPACE
@@ -60,7 +62,7 @@ def reconcile(
             opts = rec.ReconcileOptions(name=name, namespace=ns, force_conflicts=force_conflicts, wait=wait,
                                         timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status,
                                         config_source=config_source.value)
-            result = rec.run(opts, cache, progress=lambda m: status.update(m))
+            result = rec.run(opts, cache, progress=lambda m: status.update(escape(m)))
         finally:
             cache.close()
     finally:
@@ -88,7 +90,8 @@ def reconcile(
 
                 console().print(Traceback.from_exception(type(r.exception), r.exception, r.exception.__traceback__))
     for b in result.broken_clientconfigs:
-        console().print(f"[yellow]warning:[/] ClientConfig {b['name']} (context {b['context']}) has no client: {b['reason']}")
+        console().print(f"[yellow]warning:[/] ClientConfig {escape(b['name'])} (context {escape(b['context'])}) "
+                        f"has no client: {escape(b['reason'])}")
     if result.failed:
         raise typer.Exit(1)
 
@@ -107,28 +110,31 @@ _STYLE = {"created": "green", "updated": "yellow", "unchanged": "dim", "waiting"
 
 
 def _text(d: dict) -> None:
+    """The report for people. Every piece of data is escaped: rich would read `[fd00::5]` as markup."""
+    from rich.markup import escape as e
     from rich.table import Table
 
     out = console(stderr=False)
     t = Table("context", "namespace", "name", "action", "ready", "progress", "config",
-              title=f"K8ssandraCluster {d['namespace']}/{d['k8ssandraCluster']}" + (" (dry run)" if d["dryRun"] else ""))
+              title=e(f"K8ssandraCluster {d['namespace']}/{d['k8ssandraCluster']}") + (" (dry run)" if d["dryRun"] else ""))
     for r in d["datacenters"]:
         ready = {True: "[green]yes[/]", False: "no", None: "-"}[r["ready"]]
         action = r["action"]
-        t.add_row(r["context"] or "(control plane)", r["namespace"], r["name"],
-                  f"[{_STYLE.get(action.split()[-1], '')}]{action}[/]", ready, r["cassandraOperatorProgress"] or "-",
-                  r.get("configSource") or "-")
+        t.add_row(e(r["context"] or "(control plane)"), e(r["namespace"]), e(r["name"]),
+                  f"[{_STYLE.get(action.split()[-1], '')}]{e(action)}[/]", ready, e(r["cassandraOperatorProgress"] or "-"),
+                  e(r.get("configSource") or "-"))
     out.print(t)
     for context, choice in d.get("configSources", {}).items():
-        out.print(f"config source in {context or '(control plane)'}: {choice['source'] or '-'} ({choice['reason']})")
+        out.print(f"config source in {e(context or '(control plane)')}: {e(choice['source'] or '-')} "
+                  f"({e(choice['reason'])})")
     for r in d["datacenters"]:
         secret = r.get("configSecret")
         if secret and secret.get("action"):
-            out.print(f"{r['name']}: config Secret {r['namespace']}/{secret['name']} (key {', '.join(secret['keys'])}) "
-                      f"{secret['action']}")
+            out.print(e(f"{r['name']}: config Secret {r['namespace']}/{secret['name']} "
+                        f"(key {', '.join(secret['keys'])}) {secret['action']}"))
     for r in d["datacenters"]:
         if r.get("error"):
-            out.print(f"[red]{r['name']}:[/] {r['error']}")
+            out.print(f"[red]{e(r['name'])}:[/] {e(r['error'])}")
         if r.get("diff"):
             out.print(f"--- diff for {r['name']} ({r['context'] or 'control plane'})", markup=False)
             out.print(r["diff"], markup=False, highlight=False)

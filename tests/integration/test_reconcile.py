@@ -620,3 +620,25 @@ def test_a_datacenter_the_clusters_schema_refuses_is_named_and_nothing_is_writte
     assert f"datacenter {prefix}-dc2 in context unpatched-1" in line and "spec.podTemplateSpec.spec.containers" in line, line
     assert f"{prefix}-dc1 in" not in line and real_writes(requests_log) == []
     assert crd_admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is None
+
+
+def test_a_context_named_like_an_ipv6_url_prints_as_itself(sandbox, admins, prefix, tmp_path):
+    # k8sContext is any string; this one only looks like an address: it is cluster 1, on loopback.
+    context = "https://[fd00::5]:6443"
+    c = sandbox.clusters[1]
+    opts = clientconfigs.CreateOptions(src_kubeconfig=Path(c.kubeconfig), dest_kubeconfig=[Path(sandbox.clusters[0].kubeconfig)],
+                                       in_cluster_kubeconfig=Path(c.in_cluster_kubeconfig), name=prefix,
+                                       context_name=context, output_dir=tmp_path / "cc")
+    done = clientconfigs.complete(opts, {})
+    clientconfigs.validate(done)
+    clientconfigs.run(done)
+    try:
+        apply_cluster(admins, demo_cluster(prefix, sizes=(1,), contexts=(context,)))
+        r = CliRunner().invoke(app, ["reconcile", prefix, "--kubeconfig", sandbox.clusters[0].kubeconfig],
+                               env={"COLUMNS": "250"})
+        assert r.exit_code == 0, r.output
+        assert f"│ {context} " in r.stdout and f"config source in {context}: inline" in r.stdout, r.stdout
+        assert admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is not None
+    finally:
+        admins[0].delete(kube.clientconfig_resource("v1beta1"), prefix, NS)
+        admins[0].delete(kube.SECRET, f"{prefix}-config", NS)
