@@ -67,6 +67,7 @@ class DatacenterReport:
     error: str | None = None
     diff: str | None = None
     config_source: str | None = None
+    config_secret: str | None = None  # the config Secret's name, when k8sctl writes or removes one
     secret_action: str | None = None  # what happened to the config Secret: created, updated, unchanged, deleted
     drift: list[str] = field(default_factory=list)
     inline: dict = field(default_factory=dict, repr=False)      # the builder's object, config inline
@@ -79,21 +80,20 @@ class DatacenterReport:
     secret_changed: bool = field(default=False, repr=False)   # the config Secret is to be written
     remove_secret: bool = field(default=False, repr=False)    # the config Secret is no longer named: delete it
     restore: bool = field(default=False, repr=False)          # our fields were changed by another manager
+    # The live object holds an inline spec.config its (replaced) CRD no longer accepts: server-side
+    # apply cannot even read it, so a JSON patch moves it to configSecret first.
+    untyped_config: bool = field(default=False, repr=False)
     exception: BaseException | None = field(default=None, repr=False)
 
     @property
     def where(self) -> str:
         return f"{self.name} in {self.context or 'the control plane'}"
 
-    @property
-    def secret_name(self) -> str | None:
-        return (self.desired_secret or {}).get("metadata", {}).get("name") or _live_secret_name(self)
-
     def as_dict(self) -> dict:
         d = {"context": self.context, "namespace": self.namespace, "name": self.name, "action": self.action,
              "ready": self.ready, "cassandraOperatorProgress": self.progress, "configSource": self.config_source}
-        if self.secret_name and (self.config_source == cdc.SECRET or self.secret_action):
-            d["configSecret"] = {"name": self.secret_name, "keys": [cdc.CONFIG_SECRET_KEY],
+        if self.config_secret and (self.config_source == cdc.SECRET or self.secret_action):
+            d["configSecret"] = {"name": self.config_secret, "keys": [cdc.CONFIG_SECRET_KEY],
                                  "action": self.secret_action}
         if self.drift:
             d["drift"] = self.drift
@@ -295,6 +295,9 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         invalid.extend(_validate(items, cache.remote(context), sources[context], cluster, opts))
 
     _per_context(reports, validate)
+    for r in reports:
+        if r.context in sources and sources[r.context].source is None:
+            r.config_source = None  # not decided there (nothing written)
     if invalid:
         raise ClusterError("; ".join(invalid) + " (nothing was written)")
 
@@ -318,14 +321,14 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     def one(r: DatacenterReport) -> None:
         r.config_source = source
         r.desired, r.desired_secret = cdc.for_source(r.inline, source, cluster)
-        wanted = {(r.desired_secret or {}).get("metadata", {}).get("name"), _live_secret_name(r)} - {None}
-        if wanted and not r.secret_read:
-            # The Secret k8sctl writes, or the one the live datacenter names (to remove it when
-            # switching to inline); always the same name for a datacenter.
-            name = cdc.config_secret_name(cluster, r.name)
-            if name in wanted:
-                r.existing_secret = client.get_or_none(kube.SECRET, name, r.namespace)
-                r.secret_read = True
+        # The Secret k8sctl writes, or the one the live datacenter names (to remove it when
+        # switching to inline): always the same name for a datacenter.
+        name = cdc.config_secret_name(cluster, r.name)
+        wanted = {(r.desired_secret or {}).get("metadata", {}).get("name"), _live_secret_name(r)}
+        r.config_secret = name if name in wanted else None
+        if r.config_secret and not r.secret_read:
+            r.existing_secret = client.get_or_none(kube.SECRET, name, r.namespace)
+            r.secret_read = True
         classify(r, opts.force_conflicts)
 
     _each(items, one)
@@ -347,45 +350,86 @@ def _is_schema_error(e: kube.ApiError) -> bool:
 
 def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: SourceChoice, cluster: str,
               opts: ReconcileOptions) -> list[str]:
-    """Dry-run apply what one context would get; decide `auto` there. Returns schema errors."""
-    errors: list[str] = []
+    """Dry-run apply what one context would get (Secret, then datacenter); decide `auto` there.
+
+    Under `auto` the first dry run is the probe. A refusal of the inline spec.config, by the
+    probe or by an update's dry run where live datacenters said inline (a CRD replaced since),
+    switches the context to `secret` and starts over. Returns schema errors, one line each.
+    """
     context = items[0].context
-    for r in items:
-        if r.action not in ("create", "update"):
-            continue
-        if choice.source is None:
-            try:
-                client.apply(cdc.RESOURCE, r.desired, force=True, dry_run=True)
+    while True:
+        errors: list[str] = []
+        switched = False
+        for r in items:
+            if r.action not in ("create", "update"):
+                continue
+            steps: list[tuple[kube.Resource, dict, str]] = []
+            if r.desired_secret is not None and r.secret_changed:
+                steps.append((kube.SECRET, r.desired_secret, f"Secret {r.desired_secret['metadata']['name']}"))
+            if r.existing is None or r.dc_changed:
+                steps.append((cdc.RESOURCE, r.desired, "the datacenter"))
+            refused = False
+            for resource, obj, what in steps:
+                try:
+                    if resource is cdc.RESOURCE and r.untyped_config:
+                        _to_config_secret(r, client, dry_run=True)
+                    else:
+                        # force: conflicts with other managers are reported by the real write, not here.
+                        client.apply(resource, obj, force=True, dry_run=True)
+                except kube.ApiError as e:
+                    if not _is_schema_error(e):
+                        raise
+                    if (r.desired_secret is not None and resource is cdc.RESOURCE and not r.untyped_config
+                            and _live_config_untyped(e)):
+                        r.untyped_config = True  # and check that way instead
+                        try:
+                            _to_config_secret(r, client, dry_run=True)
+                            continue
+                        except kube.ApiError as e2:
+                            if not _is_schema_error(e2):
+                                raise
+                            e = e2
+                    if (opts.config_source == cdc.AUTO and choice.source != cdc.SECRET
+                            and cdc.refuses_inline_config(cdc.invalid_fields(str(e)))):
+                        choice.source = cdc.SECRET
+                        choice.reason = (f"auto: the cluster's CassandraDatacenter CRD refuses an inline spec.config "
+                                         f"(dry-run apply of {r.name}); writing it through spec.configSecret")
+                        _shape(items, client, cdc.SECRET, cluster, opts)
+                        switched = True
+                    else:
+                        errors.append(_schema_error(r, context, e, what, opts))
+                    refused = True
+                    break
+            if switched:
+                break
+            if choice.source is None and not refused:
                 choice.source = cdc.INLINE
                 choice.reason = f"auto: the cluster accepts an inline spec.config (dry-run apply of {r.name})"
-                continue
-            except kube.ApiError as e:
-                if not (_is_schema_error(e) and cdc.refuses_inline_config(cdc.invalid_fields(str(e)))):
-                    if _is_schema_error(e):
-                        errors.append(_schema_error(r, context, e, "the datacenter", opts))
-                        return errors
-                    raise
-                choice.source = cdc.SECRET
-                choice.reason = (f"auto: the cluster's CassandraDatacenter CRD refuses an inline spec.config "
-                                 f"(dry-run apply of {r.name}); writing it through spec.configSecret")
-                _shape(items, client, cdc.SECRET, cluster, opts)
-                if r.action not in ("create", "update"):
-                    continue
-        try:
-            if r.desired_secret is not None and r.secret_changed:
-                what = f"Secret {r.desired_secret['metadata']['name']}"
-                client.apply(kube.SECRET, r.desired_secret, force=True, dry_run=True)
-            if r.existing is None or r.dc_changed:
-                what = "the datacenter"
-                # force: conflicts with other managers are reported by the real write, not here.
-                client.apply(cdc.RESOURCE, r.desired, force=True, dry_run=True)
-        except kube.ApiError as e:
-            if not _is_schema_error(e):
-                raise
-            errors.append(_schema_error(r, context, e, what, opts))
-    if choice.source is None:  # nothing to write there: nothing to learn either
-        choice.source, choice.reason = cdc.INLINE, "auto: nothing to write in this cluster"
+        if not switched:
+            break
+    if choice.source is None:
+        choice.reason = ("auto: nothing to write in this cluster" if not errors
+                         else "auto: undecided (its datacenters are refused for other reasons)")
     return errors
+
+
+def _live_config_untyped(e: kube.ApiError) -> bool:
+    return "typed live object" in str(e) and cdc.refuses_inline_config(cdc.invalid_fields(str(e)))
+
+
+def _to_config_secret(r: DatacenterReport, client: kube.KubeClient, dry_run: bool = False) -> None:
+    """Replace the live datacenter's inline spec.config by spec.configSecret, in one JSON patch.
+
+    Only the object read is patched (test of its resourceVersion); the Secret it names is
+    written before. Server-side apply then takes the datacenter over as usual.
+    """
+    meta = r.existing["metadata"] if r.existing else {}
+    patch = [{"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+             {"op": "remove", "path": "/spec/config"},
+             {"op": "add", "path": "/spec/configSecret", "value": r.desired["spec"]["configSecret"]}]
+    client.request("PATCH", cdc.RESOURCE.path(r.namespace, r.name), patch,
+                   query={"fieldManager": kube.FIELD_MANAGER, "dryRun": "All" if dry_run else None},
+                   content_type="application/json-patch+json")
 
 
 def _diff(existing: dict | None, desired: dict) -> str:
@@ -440,6 +484,8 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
         r.secret_action = "updated" if existed else "created"
     elif r.desired_secret is not None:
         r.secret_action = "unchanged"
+    if r.untyped_config:
+        _to_config_secret(r, client)
     if r.existing is None or r.dc_changed:
         r.existing = _apply(r, client, cdc.RESOURCE, r.desired, opts.force_conflicts or r.restore)
         r.ready, r.progress = ready_state(r.existing)

@@ -642,3 +642,27 @@ def test_a_context_named_like_an_ipv6_url_prints_as_itself(sandbox, admins, pref
     finally:
         admins[0].delete(kube.clientconfig_resource("v1beta1"), prefix, NS)
         admins[0].delete(kube.SECRET, f"{prefix}-config", NS)
+
+
+def test_auto_switches_to_the_secret_when_a_replaced_crd_refuses_inline(crd_sandbox, crd_admins, prefix):
+    """Live datacenters say inline, but the CRD was replaced by the unpatched one since (a downgrade)."""
+    from .crds import install_cassandradatacenter_crd
+
+    doc = crd_demo(prefix, ("prod-1",), sizes=(1,))
+    apply_cluster(crd_admins, doc)
+    control = crd_sandbox.clusters[0]
+    assert [(r.action, r.config_source) for r in run_reconcile(control, prefix).datacenters] == [("created", "inline")]
+    install_cassandradatacenter_crd(crd_admins[1], "unpatched")
+    try:
+        doc["spec"]["cassandra"]["datacenters"][0]["size"] = 2
+        apply_cluster(crd_admins, doc)
+        result = run_reconcile(control, prefix)
+        r = result.datacenters[0]
+        assert (r.action, r.config_source, r.secret_action) == ("updated", "secret", "created"), r.error
+        assert "refuses an inline spec.config" in result.config_sources["prod-1"].reason
+        live = crd_admins[1].get(cdc.RESOURCE, f"{prefix}-dc1", NS)["spec"]
+        assert live["size"] == 2 and "config" not in live and live["configSecret"] == r.config_secret
+        result = run_reconcile(control, prefix)
+        assert [(r.action, r.config_source) for r in result.datacenters] == [("unchanged", "secret")]
+    finally:
+        install_cassandradatacenter_crd(crd_admins[1], "production")
