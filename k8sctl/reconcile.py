@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
 
 from k8sctl import kube
 from k8sctl.apis import cassandradatacenter as cdc
-from k8sctl.apis.cassandradatacenter import ready_state  # noqa: F401  (sandbox.tools reads it here)
+from k8sctl.apis.cassandradatacenter import ready_state  # also read from here by sandbox.tools
 from k8sctl.cache import ClientCache
 from k8sctl.datacenters import DesiredDatacenter, build_datacenters
 from k8sctl.errors import ClusterError, UsageError
@@ -90,8 +91,9 @@ class DatacenterReport:
         return f"{self.name} in {self.context or 'the control plane'}"
 
     def as_dict(self) -> dict:
-        d = {"context": self.context, "namespace": self.namespace, "name": self.name, "action": self.action,
-             "ready": self.ready, "cassandraOperatorProgress": self.progress, "configSource": self.config_source}
+        d: dict[str, Any] = {"context": self.context, "namespace": self.namespace, "name": self.name,
+                             "action": self.action, "ready": self.ready, "cassandraOperatorProgress": self.progress,
+                             "configSource": self.config_source}
         if self.config_secret and (self.config_source == cdc.SECRET or self.secret_action):
             d["configSecret"] = {"name": self.config_secret, "keys": [cdc.CONFIG_SECRET_KEY],
                                  "action": self.secret_action}
@@ -437,7 +439,8 @@ def _diff(existing: dict | None, desired: dict) -> str:
         if o is None:
             return []
         meta = o.get("metadata") or {}
-        shown = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "annotations") if meta.get(k)}}
+        keys = ("name", "namespace", "labels", "annotations")
+        shown: dict[str, Any] = {"metadata": {k: meta.get(k) for k in keys if meta.get(k)}}
         if o.get("kind") == "Secret":  # names of keys, never values
             shown["data"] = {k: "(hidden)" for k in sorted(o.get("data") or {})}
         else:

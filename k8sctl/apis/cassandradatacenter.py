@@ -153,7 +153,9 @@ def live_source(dc: dict | None, cluster: str) -> str | None:
 
 
 def managed_by_k8sctl(obj: dict | None) -> bool:
-    return bool(obj) and ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
+    if not obj:
+        return False
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
 
 
 def secret_config(secret: dict | None) -> dict | None:
@@ -225,7 +227,7 @@ def invalid_fields(message: str) -> list[str]:
     return seen
 
 
-_GO_VALUE_DUMP = re.compile(r"&value\.\w+\{.*\}", re.S)
+_GO_VALUE_DUMP = re.compile(r"&value\.\w+\{.*\}", re.DOTALL)
 _DETAIL_MAX = 300
 
 

@@ -40,11 +40,12 @@ def reconcile(
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
     from rich.markup import escape
 
-    from k8sctl import kube, kubeconfig as kc
+    from k8sctl import kube
+    from k8sctl import kubeconfig as kc
+    from k8sctl import reconcile as rec
     from k8sctl.cache import ClientCache
     from k8sctl.clientconfigs import DEFAULT_NAMESPACE
     from k8sctl.errors import UsageError
-    from k8sctl import reconcile as rec
 
     if timeout <= 0:
         raise UsageError("--timeout must be positive")

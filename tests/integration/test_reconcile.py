@@ -91,7 +91,7 @@ class Watch:
         if self.failure is not None:
             raise WatchFailed(f"{type(self.failure).__name__}: {self.failure}")
 
-    def __enter__(self) -> "Watch":
+    def __enter__(self) -> Watch:
         self._thread.start()
         return self
 
