@@ -241,20 +241,16 @@ def classify(r: DatacenterReport, force_conflicts: bool) -> None:
         return
     ours = cdc.stored_hash(live) == cdc.stored_hash(desired)
     r.drift = cdc.owned_drift(desired, live)
-    if r.desired_secret is None and _live_secret_name(r) and r.secret_read and r.existing_secret is not None:
-        # Switching to inline: the Secret k8sctl wrote is removed once nothing names it.
-        r.remove_secret = cdc.managed_by_k8sctl(r.existing_secret) \
-            and r.existing_secret["metadata"]["name"] == cdc.config_secret_name(_cluster_of(r), r.name)
+    if r.desired_secret is None and r.config_secret and r.existing_secret is not None:
+        # Switching to inline: the Secret k8sctl wrote (the one read is always the derived
+        # name) is removed once nothing names it.
+        r.remove_secret = cdc.managed_by_k8sctl(r.existing_secret)
     r.dc_changed = not ours or bool(r.drift)
     # Our own object, changed behind our back: take the fields back (kubectl edit took them over).
     r.restore = ours and bool(r.drift)
     if not r.restore:
         r.drift = []
     r.action = "update" if r.dc_changed or r.secret_changed or r.remove_secret else "unchanged"
-
-
-def _cluster_of(r: DatacenterReport) -> str:
-    return (r.inline.get("metadata", {}).get("labels") or {}).get("k8ssandra.io/cluster-name", "")
 
 
 def blocker(reports: list[DatacenterReport], index: int) -> DatacenterReport | None:

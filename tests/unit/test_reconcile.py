@@ -112,6 +112,7 @@ def test_switching_to_inline_removes_only_a_secret_k8sctl_manages():
     r = reports(cdc.INLINE)[0]
     r.existing = live(secret_form.desired, True)
     r.existing_secret, r.secret_read = live(secret_form.desired_secret, False), True
+    r.config_secret = secret_form.desired_secret["metadata"]["name"]  # what _shape sets
     rec.classify(r, force_conflicts=False)
     assert r.action == "update" and r.dc_changed and r.remove_secret
     del r.existing_secret["metadata"]["labels"][cdc.MANAGED_BY_LABEL]
