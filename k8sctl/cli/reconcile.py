@@ -28,7 +28,7 @@ def reconcile(
     namespace: Optional[str] = typer.Option(None, "-n", "--namespace", help="The K8ssandraCluster's namespace (default: the context's, else k8ssandra-operator)."),
     clientconfig_namespace: Optional[str] = typer.Option(None, "--clientconfig-namespace", help="Where the ClientConfigs are (default: the K8ssandraCluster's namespace)."),
     force_conflicts: bool = typer.Option(False, "--force-conflicts", help="Take fields owned by another field manager."),
-    wait: bool = typer.Option(False, "--wait", help="Wait for each new datacenter to become Ready, then go on to the next."),
+    wait: bool = typer.Option(False, "--wait", help="Wait for each datacenter to become Ready, in order, creating the next once the earlier ones are (a run interrupted while waiting resumes when run again)."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds --wait waits for each datacenter."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Create every missing datacenter now, not one after another."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the CassandraDatacenters and a diff; write nothing."),
