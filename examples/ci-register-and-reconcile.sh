@@ -25,14 +25,14 @@ for ctx in $DATA_PLANE_CONTEXTS; do
           --dest-kubeconfig "$CONTROL_PLANE_KUBECONFIG" \
           "${server_flag[@]}" -o json)
   echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); r=d["registrations"][0]; print(r["k8sContext"], [o["action"] for o in r["objects"]])'
-  if echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["changed"] else 1)'; then
+  if echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["restartsOperator"] else 1)'; then
     changed=true
   fi
 done
 
 if [ "$changed" = true ]; then
-  # The operator reads ClientConfigs only at start-up.
-  echo "ClientConfigs changed: restart the operator (kubectl -n k8ssandra-operator rollout restart deployment k8ssandra-operator)"
+  # The operator restarts itself on ClientConfig changes (it exits; its Deployment starts it again).
+  echo "ClientConfigs changed: k8ssandra-operator restarts itself to load them"
 fi
 
 # One reconcile pass, waiting for each new datacenter to become Ready before the next (a job

@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,15 +25,15 @@ import yaml
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl.errors import ClusterError, UsageError
+from k8sctl import redact, tokens
+from k8sctl.apis import clientconfig as api
+from k8sctl.errors import ClusterError, K8sctlError, UsageError
 
 DEFAULT_NAMESPACE = "k8ssandra-operator"
 DEFAULT_SERVICEACCOUNT = "k8ssandra-operator"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "k8sctl"}
 SA_TOKEN_TYPE = "kubernetes.io/service-account-token"
 SA_NAME_ANNOTATION = "kubernetes.io/service-account.name"
-CLIENTCONFIG_GROUP = "config.k8ssandra.io"
-CLIENTCONFIG_VERSIONS = ("v1beta1", "v1alpha1")  # the operator serves v1beta1; old docs show v1alpha1
 REDACTED = "<redacted: run with --show-secrets to include>"
 _DNS1123_MAX = 63
 
@@ -82,8 +83,12 @@ def _normalized_server(server: str) -> str:
 
 
 def validate_server(server: str, flag: str) -> str:
+    """A server address to store: https://HOST[:PORT] and nothing else (no path, query or user info)."""
     if not kc.is_server_url(server, ("https",)):
         raise UsageError(f"{flag} {server!r} is not an https URL like https://10.0.0.5:6443")
+    parts = urlsplit(server)
+    if parts.path.strip("/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise UsageError(f"{flag} {server!r} has a path, query or user info: give only https://HOST[:PORT]")
     return server.rstrip("/")
 
 
@@ -98,7 +103,7 @@ def secret_manifest(name: str, namespace: str, kubeconfig_text: str) -> dict:
 
 def clientconfig_manifest(name: str, namespace: str, api_version: str, context_name: str, secret_name: str) -> dict:
     return {
-        "apiVersion": f"{CLIENTCONFIG_GROUP}/{api_version}", "kind": "ClientConfig",
+        "apiVersion": f"{api.GROUP}/{api_version}", "kind": api.KIND,
         "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
         "spec": {"contextName": context_name, "kubeConfigSecret": {"name": secret_name}},
     }
@@ -109,28 +114,40 @@ def redact_secret(manifest: dict) -> dict:
     return out
 
 
+def is_managed(obj: dict | None) -> bool:
+    labels = ((obj or {}).get("metadata") or {}).get("labels") or {}
+    return labels.items() >= MANAGED_BY.items()
+
+
+def secret_data_changed(existing: dict | None, desired: dict) -> bool:
+    """What the operator compares (its secret-hash covers `data` only)."""
+    return existing is None or (existing.get("data") or {}) != desired["data"]
+
+
+def clientconfig_spec_changed(existing: dict | None, desired: dict) -> bool:
+    """What the operator compares (its resource-hash covers the spec only)."""
+    if existing is None:
+        return True
+    spec = existing.get("spec") or {}
+    return spec.get("contextName") != desired["spec"]["contextName"] \
+        or (spec.get("kubeConfigSecret") or {}).get("name") != desired["spec"]["kubeConfigSecret"]["name"]
+
+
 def secret_action(existing: dict | None, desired: dict) -> str:
     if existing is None:
         return "created"
-    labels = (existing.get("metadata") or {}).get("labels") or {}
-    same = (existing.get("data") or {}).get("kubeconfig") == desired["data"]["kubeconfig"] \
-        and existing.get("type") == desired["type"] and labels.items() >= MANAGED_BY.items()
+    same = not secret_data_changed(existing, desired) and existing.get("type") == desired["type"] and is_managed(existing)
     return "unchanged" if same else "updated"
 
 
 def clientconfig_action(existing: dict | None, desired: dict) -> str:
     if existing is None:
         return "created"
-    labels = (existing.get("metadata") or {}).get("labels") or {}
-    spec = existing.get("spec") or {}
-    same = spec.get("contextName") == desired["spec"]["contextName"] \
-        and (spec.get("kubeConfigSecret") or {}).get("name") == desired["spec"]["kubeConfigSecret"]["name"] \
-        and labels.items() >= MANAGED_BY.items()
-    return "unchanged" if same else "updated"
+    return "unchanged" if not clientconfig_spec_changed(existing, desired) and is_managed(existing) else "updated"
 
 
-def restart_command(dest_context: str, namespace: str) -> str:
-    return f"kubectl --context {dest_context} -n {namespace} rollout restart deployment k8ssandra-operator"
+OPERATOR_RESTART_NOTE = ("k8ssandra-operator loads ClientConfigs at start-up: on this change it exits and its "
+                         "Deployment starts it again, which reloads every ClientConfig (one restart)")
 
 
 # --- options -----------------------------------------------------------------
@@ -158,7 +175,9 @@ class CreateOptions:
     dry_run: bool = False
     show_secrets: bool = False
     verify: bool = True
+    verify_server: bool = True
     allow_self: bool = False
+    force: bool = False
 
 
 @dataclass
@@ -175,7 +194,19 @@ class Completed:
     in_cluster_doc: dict | None
 
 
+_NON_EMPTY = (("serviceaccount", "--serviceaccount"), ("name", "--name"), ("namespace", "--namespace"),
+              ("src_namespace", "--src-namespace"), ("dest_namespace", "--dest-namespace"),
+              ("context_name", "--context-name"), ("server", "--server"), ("dest_context", "--dest-context"))
+
+
 def complete(opts: CreateOptions, env: dict[str, str]) -> Completed:
+    # Empty strings first: an empty --name must not silently mean "derive one".
+    for attr, flag in _NON_EMPTY:
+        value = getattr(opts, attr)
+        if value is not None and not value.strip():
+            raise UsageError(f"{flag} is empty: give a value or leave the option out")
+    if any(not c.strip() for c in opts.src_contexts):
+        raise UsageError("--src-context is empty: give a context name or leave the option out")
     if not opts.src_kubeconfig and not opts.src_contexts:
         raise UsageError("pass --src-kubeconfig, --src-context, or both, to name the data-plane cluster(s)")
     dest_paths = opts.dest_kubeconfig or kc.default_paths(env)
@@ -214,8 +245,8 @@ def validate(c: Completed) -> None:
                              f"must hold each of them by name")
     if len(set(c.src_contexts)) != len(c.src_contexts):
         raise UsageError("the same --src-context is given twice")
-    if o.timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    if not math.isfinite(o.timeout) or o.timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds (got {o.timeout})")
     if o.name:
         if sanitize_name(o.name) != o.name:
             raise UsageError(f"--name {o.name!r} is not a valid DNS-1123 name; for example {sanitize_name(o.name)!r}")
@@ -229,9 +260,20 @@ def validate(c: Completed) -> None:
                 raise UsageError(
                     f"source context {ctx!r} is the destination cluster itself: a K8ssandraCluster datacenter with an "
                     f"empty k8sContext already runs in the control plane; pass --allow-self to register it anyway")
+    if o.output_dir is not None and o.output_dir.exists() and not o.output_dir.is_dir():
+        raise UsageError(f"--output-dir {o.output_dir} is a file: give a folder")
 
 
 # --- run ---------------------------------------------------------------------
+
+@dataclass
+class Destination:
+    """What the control plane holds for one registration before anything is written."""
+
+    version: str
+    clientconfig: dict | None
+    secret: dict | None
+
 
 @dataclass
 class Registration:
@@ -251,11 +293,14 @@ class Registration:
     ca_source: str = ""
     identity: str | None = None
     authorized: bool | None = None
+    verified_at: str | None = None
     kubeconfig_doc: dict = field(default_factory=dict, repr=False)
     secret: dict = field(default_factory=dict, repr=False)
     clientconfig: dict = field(default_factory=dict, repr=False)
+    previous_secret: dict | None = field(default=None, repr=False)
     secret_action: str = ""
     clientconfig_action: str = ""
+    restarts_operator: bool = False
     artifacts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -268,11 +313,13 @@ class Registration:
             "serviceAccount": f"{self.src_namespace}/{self.service_account}",
             "tokenSource": self.token_source, "tokenSecret": self.token_secret, "tokenExpiry": self.token_expiry,
             "caSource": self.ca_source, "identity": self.identity, "authorized": self.authorized,
+            "verifiedAt": self.verified_at,
             "clientConfigApiVersion": self.clientconfig.get("apiVersion"),
             "objects": [
                 {"kind": "Secret", "name": self.secret_name, "action": would + self.secret_action},
                 {"kind": "ClientConfig", "name": self.name, "action": would + self.clientconfig_action},
             ],
+            "restartsOperator": self.restarts_operator,
             "artifacts": self.artifacts, "warnings": self.warnings,
         }
 
@@ -281,13 +328,17 @@ class Registration:
 class Result:
     destination_context: str
     destination_namespace: str
-    output_dir: str
+    output_dir: str | None
     dry_run: bool
     registrations: list[Registration]
 
     @property
     def changed(self) -> bool:
         return any(r.secret_action != "unchanged" or r.clientconfig_action != "unchanged" for r in self.registrations)
+
+    @property
+    def restarts_operator(self) -> bool:
+        return any(r.restarts_operator for r in self.registrations)
 
     def as_dict(self) -> dict:
         return {
@@ -296,8 +347,8 @@ class Result:
             "dryRun": self.dry_run,
             "outputDir": self.output_dir,
             "changed": self.changed,
-            "restartCommand": restart_command(self.destination_context, self.destination_namespace)
-            if self.changed and not self.dry_run else None,
+            "restartsOperator": self.restarts_operator,
+            "operatorNote": OPERATOR_RESTART_NOTE if self.restarts_operator and not self.dry_run else None,
             "registrations": [r.summary(self.destination_namespace, self.dry_run) for r in self.registrations],
         }
 
@@ -306,67 +357,80 @@ Progress = Callable[[str], None]
 
 
 def run(c: Completed, progress: Progress = lambda s: None) -> Result:
-    """Plan and verify every registration, then write artifacts and apply to the destination."""
+    """Read the destination and every source at once, verify each new kubeconfig, then write.
+
+    Nothing is written until every registration is verified; artifacts only after the writes
+    succeeded, only to --output-dir; a dry run creates no credential and writes no file.
+    """
     o = c.opts
-    dest = kube.KubeClient(c.dest_doc, c.dest_view.name)
-    try:
-        regs = []
-        for ctx in c.src_contexts:
-            progress(f"reading service account {o.serviceaccount} from {ctx}")
-            src = kube.KubeClient(c.src_doc, ctx, c.src_base)
-            try:
-                regs.append(_plan(c, ctx, src, progress))
-            finally:
-                src.close()
-        version = None
+    names = [o.name or sanitize_name(ctx) for ctx in c.src_contexts]
+    with kube.KubeClient(c.dest_doc, c.dest_view.name, source="the destination kubeconfig") as dest, \
+            ThreadPoolExecutor(max_workers=min(8, 2 * len(names))) as pool:
+        # The control plane is read while the sources are: round trips overlap.
+        dest_state = {n: pool.submit(_read_destination, dest, n, c.dest_namespace) for n in names}
+        planned = [pool.submit(_plan, c, ctx, name, dest_state[name], progress)
+                   for ctx, name in zip(c.src_contexts, names)]
+        regs = [f.result() for f in planned]
         for reg in regs:
-            progress(f"comparing with {c.dest_view.name}")
-            version = _plan_destination(c, reg, dest, version)
-        out_dir = _output_dir(o.output_dir)
-        for reg in regs:
-            _write_artifacts(reg, out_dir, o.show_secrets)
+            _decide(c, reg, dest_state[reg.name].result())
+        if o.output_dir is not None and not o.dry_run:
+            _check_artifact_paths(o.output_dir, regs)  # before any write: a bad path must not stop us half-way
         if not o.dry_run:
             for reg in regs:
-                _apply(reg, dest, c.dest_namespace, progress)
-        return Result(c.dest_view.name, c.dest_namespace, str(out_dir), o.dry_run, regs)
-    finally:
-        dest.close()
+                _apply(reg, dest, c.dest_namespace, o.force, progress)
+        out_dir = None
+        if o.output_dir is not None and not o.dry_run:
+            out_dir = _output_dir(o.output_dir)
+            for reg in regs:
+                _write_artifacts(reg, out_dir, o.show_secrets)
+        return Result(c.dest_view.name, c.dest_namespace, str(out_dir) if out_dir else None, o.dry_run, regs)
 
 
-def _plan(c: Completed, ctx: str, src: kube.KubeClient, progress: Progress) -> Registration:
+def _read_destination(dest: kube.KubeClient, name: str, ns: str) -> Destination:
+    version, existing_cc = api.get_with_version(dest, name, ns)
+    return Destination(version, existing_cc, dest.get_or_none(kube.SECRET, f"{name}-config", ns))
+
+
+def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progress) -> Registration:
     o = c.opts
     view = kc.select_context(c.src_doc, ctx)
     src_ns = o.src_namespace or o.namespace or view.namespace or DEFAULT_NAMESPACE
-    name = o.name or sanitize_name(ctx)
     reg = Registration(source_context=ctx, name=name, secret_name=f"{name}-config",
                        context_name=o.context_name or ctx, src_namespace=src_ns, server="", server_reason="",
                        token_source=o.token_source, service_account=o.serviceaccount)
-    sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
-    if sa is None:
-        _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
-    if o.token_source == "request":
-        token, secret_ca = _request_token(src, src_ns, o.serviceaccount, o.token_duration, reg)
-    else:
-        token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress)
-    ca = secret_ca
-    reg.ca_source = "token Secret ca.crt" if ca else ""
-    if not ca:
-        cm = src.get_or_none(kube.CONFIGMAP, "kube-root-ca.crt", src_ns)
-        ca = ((cm or {}).get("data") or {}).get("ca.crt", "").encode()
-        reg.ca_source = f"ConfigMap {src_ns}/kube-root-ca.crt" if ca else ""
+    progress(f"reading service account {o.serviceaccount} from {ctx}")
+    with kube.KubeClient(c.src_doc, ctx, c.src_base, source="the source kubeconfig") as src:
+        sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
+        if sa is None:
+            _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
+        reg.server, reg.server_reason = _choose_server(c, view, src, reg)
+        if o.token_source == "request":
+            token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
+        else:
+            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress)
+        ca = secret_ca
+        reg.ca_source = "token Secret ca.crt" if ca else ""
+        if not ca:
+            cm = src.get_or_none(kube.CONFIGMAP, "kube-root-ca.crt", src_ns)
+            ca = ((cm or {}).get("data") or {}).get("ca.crt", "").encode()
+            reg.ca_source = f"ConfigMap {src_ns}/kube-root-ca.crt" if ca else ""
     if not ca:
         ca = kc.ca_pem_of(view.cluster) or b""
         reg.ca_source = "source kubeconfig" if ca else ""
     if not ca.strip():
         raise ClusterError(f"no CA certificate for {ctx}: the token Secret has no ca.crt, there is no kube-root-ca.crt "
                            f"ConfigMap, and the kubeconfig carries none; refusing to write an unverified kubeconfig")
-    reg.server, reg.server_reason = _choose_server(c, view, src)
     reg.kubeconfig_doc = kc.build_kubeconfig(
         cluster_name=view.cluster_name, server=reg.server, ca_pem=ca,
         user_name=f"{view.cluster_name}-{o.serviceaccount}", token=token, context_name=reg.context_name)
-    if o.verify:
-        progress(f"verifying the new credentials against {view.server}")
-        _verify(reg, view.server, src_ns, o.serviceaccount)
+    if token == _NOT_MINTED:
+        reg.warnings.append("dry run: no token was requested (that would create a credential), so the new "
+                            "credentials were not verified")
+    elif o.verify:
+        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress)
+    else:
+        reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
+                            "it does not work")
     return reg
 
 
@@ -409,11 +473,20 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
             raise UsageError(f"service account {ns}/{o.serviceaccount} has no token Secret and --dry-run writes nothing: "
                              f"run without --dry-run to create {name}, or use --token-source request")
         progress(f"creating token Secret {ns}/{name}")
-        secret = src.create(kube.SECRET, {
-            "apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
-            "metadata": {"name": name, "namespace": ns, "labels": dict(MANAGED_BY),
-                         "annotations": {SA_NAME_ANNOTATION: o.serviceaccount}},
-        }, ns)
+        try:
+            secret = src.create(kube.SECRET, {
+                "apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
+                "metadata": {"name": name, "namespace": ns, "labels": dict(MANAGED_BY),
+                             "annotations": {SA_NAME_ANNOTATION: o.serviceaccount}},
+            }, ns)
+        except kube.ApiError as e:
+            if e.status != 409:
+                raise
+            # Another run created it a moment ago: use that one.
+            secret = src.get(kube.SECRET, name, ns)
+            if not _is_token_secret_for(secret, o.serviceaccount):
+                raise UsageError(f"Secret {ns}/{name} exists in {reg.source_context} but is not a token Secret for "
+                                 f"{o.serviceaccount}: delete or rename it") from None
     name = secret["metadata"]["name"]
     reg.token_secret = name
     deadline = time.monotonic() + o.timeout
@@ -424,32 +497,71 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
         progress(f"waiting for the token controller to fill {ns}/{name}")
         time.sleep(0.2)
         secret = src.get(kube.SECRET, name, ns)
-    return _decode(secret, "token").decode(), _decode(secret, "ca.crt")
+    token = _decode(secret, "token").decode()
+    redact.remember(token)
+    return token, _decode(secret, "ca.crt")
 
 
-def _request_token(src: kube.KubeClient, ns: str, sa: str, duration: int | None, reg: Registration) -> tuple[str, bytes]:
-    body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
-    if duration:
-        body["spec"]["expirationSeconds"] = duration
-    resp = src.request("POST", kube.SERVICEACCOUNT.path(ns, sa, "token"), body)
+# Stands in for a token in a dry run's kubeconfig: requesting a real one would create a credential.
+_NOT_MINTED = "dry-run-no-token-requested"
+
+
+def _stored_token(secret: dict | None) -> str | None:
+    """The bearer token inside an existing kubeconfig Secret, if it holds one."""
+    try:
+        doc = yaml.safe_load(_decode(secret or {}, api.KUBECONFIG_KEY)) or {}
+        return str(doc["users"][0]["user"]["token"])
+    except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _request_token(src: kube.KubeClient, ns: str, o: CreateOptions, reg: Registration,
+                   existing_secret: dict | None) -> tuple[str, bytes]:
+    subject = f"system:serviceaccount:{ns}:{o.serviceaccount}"
+    kept = _stored_token(existing_secret)
+    if kept and tokens.fresh_for_reuse(kept, subject):
+        # Re-minting every run would rewrite the Secret, and so restart the operator, every run.
+        redact.remember(kept)
+        reg.token_expiry = _iso(tokens.expires_at(kept))
+        reg.warnings.append("kept the stored token: more than half of its lifetime is left")
+        return kept, b""
+    if o.dry_run:
+        return _NOT_MINTED, b""
+    body: dict = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
+    if o.token_duration:
+        body["spec"]["expirationSeconds"] = o.token_duration
+    resp = src.request("POST", kube.SERVICEACCOUNT.path(ns, o.serviceaccount, "token"), body)
+    token = resp["status"]["token"]
+    redact.remember(token)
     reg.token_expiry = (resp.get("status") or {}).get("expirationTimestamp")
-    return resp["status"]["token"], b""
+    return token, b""
 
 
-def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient) -> tuple[str, str]:
+def _iso(ts: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
+
+
+def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient, reg: Registration) -> tuple[str, str]:
     o = c.opts
     if o.server:
         return o.server, "--server"
     if c.in_cluster_doc is not None:
-        # The same context name, else (one source only) its current or only context.
         names = kc.context_names(c.in_cluster_doc)
-        ctx = view.name if view.name in names else (names[0] if len(names) == 1 else None)
+        if view.name in names:
+            ctx = view.name
+        elif len(names) == 1:
+            ctx = names[0]
+            reg.warnings.append(f"--in-cluster-kubeconfig has no context {view.name!r}; used its only context "
+                                f"{ctx!r}")
+        else:
+            raise UsageError(f"--in-cluster-kubeconfig has no context {view.name!r} (it has "
+                             f"{', '.join(names) or 'none'}): add it, or pass --server")
         in_view = kc.select_context(c.in_cluster_doc, ctx, "--in-cluster-kubeconfig")
         return validate_server(in_view.server, "--in-cluster-kubeconfig server"), \
             f"--in-cluster-kubeconfig (context {in_view.name})"
     if not is_loopback_server(view.server):
-        return view.server, "source kubeconfig"
-    found = _discover_server(src)
+        return validate_server(view.server, f"the server of source context {view.name!r}"), "source kubeconfig"
+    found = _discover_server(src, reg)
     if found:
         return found
     raise UsageError(
@@ -458,95 +570,163 @@ def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient) -> 
         f"--in-cluster-kubeconfig FILE")
 
 
-def _discover_server(src: kube.KubeClient) -> tuple[str, str] | None:
+def _usable_server(server: str) -> bool:
+    try:
+        validate_server(server, "server")
+    except UsageError:
+        return False
+    return not is_loopback_server(server)
+
+
+def _discover_server(src: kube.KubeClient, reg: Registration) -> tuple[str, str] | None:
     cm = src.get_or_none(kube.CONFIGMAP, "cluster-info", "kube-public")
     text = ((cm or {}).get("data") or {}).get("kubeconfig")
     if text:
         try:
             doc = yaml.safe_load(text) or {}
-            server = ((doc.get("clusters") or [{}])[0].get("cluster") or {}).get("server", "")
-        except (yaml.YAMLError, AttributeError, IndexError):
+            server = str(((doc.get("clusters") or [{}])[0].get("cluster") or {}).get("server", ""))
+        except (yaml.YAMLError, AttributeError, IndexError, TypeError):
             server = ""
-        if server and not is_loopback_server(server):
+        if _usable_server(server):
             return server.rstrip("/"), "kube-public/cluster-info ConfigMap (the source server is loopback)"
+        if server:
+            reg.warnings.append(f"ignored kube-public/cluster-info: its server {server!r} is not a usable https "
+                                f"address")
     try:
         pods = src.list(kube.POD, "kube-system", label_selector="component=kube-apiserver")
     except kube.ApiError:
         pods = []
     for pod in pods:
+        pod_name = pod["metadata"]["name"]
         ip = (pod.get("status") or {}).get("podIP")
         if not ip:
             continue
-        port = 6443
+        port: str | int = 6443
         for container in (pod.get("spec") or {}).get("containers") or []:
             for arg in (container.get("command") or []) + (container.get("args") or []):
-                if arg.startswith("--secure-port="):
-                    port = int(arg.split("=", 1)[1])
-        return server_url(ip, port), "kube-apiserver pod IP (the source server is loopback)"
+                if str(arg).startswith("--secure-port="):
+                    port = str(arg).split("=", 1)[1]
+        server = server_url(ip, port) if str(port).isdigit() else ""
+        if _usable_server(server):
+            return server, "kube-apiserver pod IP (the source server is loopback)"
+        reg.warnings.append(f"ignored kube-apiserver pod {pod_name}: IP {ip!r} with --secure-port {port!r} is not a "
+                            f"usable address")
     return None
 
 
-def _verify(reg: Registration, reachable_server: str, ns: str, sa: str) -> None:
-    doc = {**reg.kubeconfig_doc, "clusters": [
-        {"name": cl["name"], "cluster": {**cl["cluster"], "server": reachable_server}}
-        for cl in reg.kubeconfig_doc["clusters"]]}
-    client = kube.KubeClient(doc, reg.context_name)
+def _with_server(doc: dict, server: str) -> dict:
+    return {**doc, "clusters": [{"name": cl["name"], "cluster": {**cl["cluster"], "server": server}}
+                                for cl in doc["clusters"]]}
+
+
+def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress) -> None:
+    """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
+
+    `via_server` (--no-verify-server) checks the same credentials through the source's own
+    address instead, for stored servers that only the operator's pods can reach.
+    """
+    server = via_server or reg.server
+    progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
+    doc = reg.kubeconfig_doc if via_server is None else _with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
-    try:
-        # None on old servers without SelfSubjectReview: the access review below still authenticates.
-        reg.identity = client.whoami()
-        if reg.identity is not None and reg.identity != expected:
-            raise ClusterError(f"the new kubeconfig for {reg.source_context} authenticates as {reg.identity}, "
-                               f"not {expected}")
-        access = client.request("POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(), {
-            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-            "spec": {"resourceAttributes": {"namespace": ns, "verb": "create", "group": "cassandra.datastax.com",
-                                            "resource": "cassandradatacenters"}}})
-        reg.authorized = bool((access.get("status") or {}).get("allowed"))
-        if not reg.authorized:
-            reg.warnings.append(f"{expected} may not create CassandraDatacenters in {ns} of {reg.source_context}: "
-                                f"the operator will fail there until its Role allows it")
-    except kube.ApiError as e:
-        if e.status == 401:
-            raise ClusterError(f"the new kubeconfig for {reg.source_context} does not authenticate at "
-                               f"{reachable_server} (401): the token is invalid") from None
-        raise
-    finally:
-        client.close()
-
-
-def _clientconfig_probe(dest: kube.KubeClient, name: str, ns: str, known: str | None) -> tuple[str, dict | None]:
-    """The served ClientConfig version and the existing object, in one GET when v1beta1 is served."""
-    versions = [known] if known else list(CLIENTCONFIG_VERSIONS)
-    for version in versions:
+    with kube.KubeClient(doc, reg.context_name, trusted=False, source="the new kubeconfig") as client:
         try:
-            return version, dest.get(kube.clientconfig_resource(version), name, ns)
-        except kube.NotFound as e:
-            # A missing object comes with Status details naming its kind; a version or
-            # resource type that is not served does not.
-            if e.details_kind:
-                return version, None
-    served = [v for v in dest.api_versions(CLIENTCONFIG_GROUP) if v in CLIENTCONFIG_VERSIONS]
-    if not served:
-        raise ClusterError(f"the ClientConfig CRD ({CLIENTCONFIG_GROUP}) is not installed in {dest.context}: "
-                           f"install k8ssandra-operator in the destination cluster first")
-    return served[0], dest.get_or_none(kube.clientconfig_resource(served[0]), name, ns)
+            # None on old servers without SelfSubjectReview: the access review below still authenticates.
+            reg.identity = client.whoami()
+            if reg.identity is not None and reg.identity != expected:
+                raise ClusterError(f"the new kubeconfig for {reg.source_context} authenticates as {reg.identity}, "
+                                   f"not {expected}")
+            access = client.request("POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(), {
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"namespace": ns, "verb": "create", "group": "cassandra.datastax.com",
+                                                "resource": "cassandradatacenters"}}})
+        except kube.Unreachable as e:
+            raise _unverifiable(reg, server, via_server, e) from None
+        except kube.ApiError as e:
+            if e.status == 401:
+                raise ClusterError(f"the new kubeconfig for {reg.source_context} does not authenticate at {server} "
+                                   f"(401): its token is not valid there; is {server} the API server of "
+                                   f"{reg.source_context}?") from None
+            raise
+    reg.verified_at = server
+    if via_server is not None:
+        reg.warnings.append(f"--no-verify-server: the credentials were checked through {via_server}; the stored "
+                            f"server {reg.server} was not contacted")
+    reg.authorized = bool((access.get("status") or {}).get("allowed"))
+    if not reg.authorized:
+        reg.warnings.append(f"{expected} may not create CassandraDatacenters in {ns} of {reg.source_context}: "
+                            f"the operator will fail there until its Role allows it")
 
 
-def _plan_destination(c: Completed, reg: Registration, dest: kube.KubeClient, version: str | None) -> str:
+def _unverifiable(reg: Registration, server: str, via_server: str | None, e: kube.Unreachable) -> ClusterError:
+    why = e.cause or str(e)
+    if e.tls:
+        return ClusterError(f"the new kubeconfig for {reg.source_context} does not work at {server}: {why}; the "
+                            f"address is not the API server of {reg.source_context} (check --server or "
+                            f"--in-cluster-kubeconfig)")
+    if via_server is not None:
+        return ClusterError(f"cannot verify the new kubeconfig for {reg.source_context} at {server}: {why}")
+    return ClusterError(
+        f"the server the new kubeconfig for {reg.source_context} names, {server} ({reg.server_reason}), cannot be "
+        f"reached from here ({why}): if only the operator's pods can reach it, pass --no-verify-server to check the "
+        f"credentials through the source's own address instead")
+
+
+def _decide(c: Completed, reg: Registration, dest: Destination) -> None:
+    """The desired objects and what writing them means; refuses to take over objects k8sctl does not manage."""
     ns = c.dest_namespace
-    version, existing_cc = _clientconfig_probe(dest, reg.name, ns, version)
-    existing_secret = dest.get_or_none(kube.SECRET, reg.secret_name, ns)
     reg.secret = secret_manifest(reg.secret_name, ns, kc.dump(reg.kubeconfig_doc))
-    reg.clientconfig = clientconfig_manifest(reg.name, ns, version, reg.context_name, reg.secret_name)
-    reg.secret_action = secret_action(existing_secret, reg.secret)
-    reg.clientconfig_action = clientconfig_action(existing_cc, reg.clientconfig)
-    return version
+    reg.clientconfig = clientconfig_manifest(reg.name, ns, dest.version, reg.context_name, reg.secret_name)
+    for kind, name, existing in (("Secret", reg.secret_name, dest.secret),
+                                 ("ClientConfig", reg.name, dest.clientconfig)):
+        if existing is not None and not is_managed(existing) and not c.opts.force:
+            raise UsageError(f"{kind} {ns}/{name} exists in {c.dest_view.name} and is not managed by k8sctl (no label "
+                             f"app.kubernetes.io/managed-by=k8sctl): pass --force to take it over (for example from "
+                             f"create-clientconfig.sh), or --name to register under another name")
+    reg.previous_secret = dest.secret
+    reg.secret_action = secret_action(dest.secret, reg.secret)
+    reg.clientconfig_action = clientconfig_action(dest.clientconfig, reg.clientconfig)
+    reg.restarts_operator = secret_data_changed(dest.secret, reg.secret) \
+        or clientconfig_spec_changed(dest.clientconfig, reg.clientconfig)
 
 
-def _output_dir(path: Path | None) -> Path:
-    if path is None:
-        return Path(tempfile.mkdtemp(prefix="k8sctl-clientconfig-"))  # mode 0700
+def _apply(reg: Registration, dest: kube.KubeClient, ns: str, force: bool, progress: Progress) -> None:
+    """The Secret, then the ClientConfig (a ClientConfig whose Secret is missing makes the operator exit
+    at start-up). When the ClientConfig write fails, the Secret goes back to what it was."""
+    version = reg.clientconfig["apiVersion"].split("/")[1]
+    secret_written = False
+    try:
+        if reg.secret_action != "unchanged":
+            progress(f"applying Secret {ns}/{reg.secret_name}")
+            dest.apply(kube.SECRET, reg.secret, force=force)
+            secret_written = True
+        if reg.clientconfig_action != "unchanged":
+            progress(f"applying ClientConfig {ns}/{reg.name}")
+            dest.apply(api.resource(version), reg.clientconfig, force=force)
+    except kube.NotFound as e:
+        if e.details_kind == "namespaces":
+            raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
+                             f"create it or pass --dest-namespace") from None
+        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+    except K8sctlError as e:
+        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+
+
+def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sctlError) -> K8sctlError:
+    where = f"Secret {ns}/{reg.secret_name}"
+    try:
+        if reg.previous_secret is None:
+            dest.delete(kube.SECRET, reg.secret_name, ns)
+            undone = f"nothing is left half-written: {where}, written just before, was deleted again"
+        else:
+            dest.apply(kube.SECRET, {**reg.secret, "data": reg.previous_secret.get("data") or {}}, force=True)
+            undone = f"nothing is left half-written: {where} was restored to its previous content"
+    except K8sctlError as e:
+        undone = f"{where} could not be put back ({e}): delete or fix it by hand"
+    return (UsageError if isinstance(cause, UsageError) else ClusterError)(f"{cause}; {undone}")
+
+
+def _output_dir(path: Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as e:
@@ -556,37 +736,29 @@ def _output_dir(path: Path | None) -> Path:
     return path
 
 
+def _artifact_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    return {"kubeconfig": out_dir / f"{name}.kubeconfig", "secret": out_dir / f"{name}-secret.yaml",
+            "clientconfig": out_dir / f"{name}-clientconfig.yaml"}
+
+
+def _check_artifact_paths(out_dir: Path, regs: list[Registration]) -> None:
+    for reg in regs:
+        for path in _artifact_paths(out_dir, reg.name).values():
+            if path.exists() and not path.is_file():
+                raise UsageError(f"{path} is a folder or special file: remove it or pass another --output-dir")
+
+
 def _write_artifacts(reg: Registration, out_dir: Path, show_secrets: bool) -> None:
-    paths = {
-        "kubeconfig": out_dir / f"{reg.name}.kubeconfig",
-        "secret": out_dir / f"{reg.name}-secret.yaml",
-        "clientconfig": out_dir / f"{reg.name}-clientconfig.yaml",
-    }
-    kc.write_private(paths["kubeconfig"], kc.dump(reg.kubeconfig_doc))
+    paths = _artifact_paths(out_dir, reg.name)
     secret = reg.secret if show_secrets else redact_secret(reg.secret)
-    kc.write_private(paths["secret"], yaml.safe_dump(secret, sort_keys=False))
-    kc.write_private(paths["clientconfig"], yaml.safe_dump(reg.clientconfig, sort_keys=False))
+    try:
+        kc.write_private(paths["kubeconfig"], kc.dump(reg.kubeconfig_doc))
+        kc.write_private(paths["secret"], yaml.safe_dump(secret, sort_keys=False))
+        kc.write_private(paths["clientconfig"], yaml.safe_dump(reg.clientconfig, sort_keys=False))
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename or out_dir}: {e.strerror}; the cluster objects were written, "
+                         f"only the files in --output-dir are missing") from None
     reg.artifacts = {k: str(v) for k, v in paths.items()}
-
-
-def _apply(reg: Registration, dest: kube.KubeClient, ns: str, progress: Progress) -> None:
-    # The Secret first: a ClientConfig whose Secret is missing makes the operator exit at start-up.
-    version = reg.clientconfig["apiVersion"].split("/")[1]
-    for kind, action, resource, manifest in (
-        ("Secret", reg.secret_action, kube.SECRET, reg.secret),
-        ("ClientConfig", reg.clientconfig_action, kube.clientconfig_resource(version), reg.clientconfig),
-    ):
-        if action == "unchanged":
-            continue
-        progress(f"applying {kind} {ns}/{manifest['metadata']['name']}")
-        try:
-            # force: these objects are k8sctl's (or the script's, which k8sctl takes over).
-            dest.apply(resource, manifest, force=True)
-        except kube.NotFound as e:
-            if e.details_kind == "namespaces":
-                raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
-                                 f"create it or pass --dest-namespace") from None
-            raise
 
 
 def rendered_manifests(result: Result, show_secrets: bool) -> list[dict]:

@@ -10,6 +10,7 @@ The kubernetes package is imported here only, and lazily, so that `k8sctl
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,11 +18,16 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from k8sctl import kubeconfig as kc
+from k8sctl import redact
 from k8sctl.errors import ClusterError, UsageError
+
+log = logging.getLogger("k8sctl")
 
 FIELD_MANAGER = "k8sctl"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read
-MAX_RETRY_AFTER = 10
+APPLY_PATCH = "application/apply-patch+yaml"
+# Retries of one request stop after this long, or at the client's deadline if that is nearer.
+RETRY_BUDGET = 10.0
 
 
 @dataclass
@@ -120,6 +126,18 @@ class NotFound(ApiError):
 class Unreachable(ClusterError):
     """No HTTP answer at all: connection refused, DNS, TLS handshake, timeout."""
 
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause  # the short cause (_CAUSES), without context and server
+
+    @property
+    def tls(self) -> bool:
+        return self.cause.startswith("TLS")
+
+
+class UntrustedKubeconfig(ClusterError):
+    """A kubeconfig read from a cluster asks for more than inline credentials (see kubeconfig.STORED_KEYS)."""
+
 
 _IMPORT_LOCK = threading.Lock()
 _CLIENT_MODULES: tuple | None = None
@@ -128,6 +146,7 @@ _CLIENT_MODULES: tuple | None = None
 def _import_client():
     """The kubernetes client modules, imported on first use (~0.4 s) and once.
 
+    Only kubeconfigs that need its loader (exec plugins, auth providers, files) get here.
     Under a lock: first imports of this package from several threads at once (the
     sandbox prepares clusters in parallel) trip Python's import deadlock detection.
     """
@@ -136,74 +155,224 @@ def _import_client():
         with _IMPORT_LOCK:
             if _CLIENT_MODULES is None:
                 from kubernetes.client import api_client, configuration
-                from kubernetes.client.exceptions import ApiException
                 from kubernetes.config import kube_config
                 from kubernetes.config.config_exception import ConfigException
 
-                _CLIENT_MODULES = (api_client, configuration, kube_config, ApiException, ConfigException)
+                _CLIENT_MODULES = (api_client, configuration, kube_config, ConfigException)
     return _CLIENT_MODULES
 
 
-class KubeClient:
-    """An API client bound to one context of a kubeconfig (checked with kubeconfig.select_context)."""
+def clean_token(token: str, where: str) -> str:
+    """A bearer token as it may go into a header: surrounding whitespace (a pasted token, a
+    Secret written with `echo`) is dropped; anything else that is not visible ASCII is refused."""
+    token = token.strip()
+    if not token or any(not 0x21 <= ord(ch) <= 0x7E for ch in token):
+        raise UsageError(f"the token of {where} is empty or contains spaces or control characters: "
+                         f"store the token alone, without quotes or line breaks")
+    redact.remember(token)
+    return token
 
-    def __init__(self, config: dict, context: str, base_path: str = "", timeout=DEFAULT_TIMEOUT):
-        api_client, configuration, kube_config, _, config_exception = _import_client()
-        self.context = context
-        self.timeout = timeout
-        cfg = configuration.Configuration()
-        _check_exec_plugin(kc.select_context(config, context).user, context)
+
+class _InlineTransport:
+    """HTTPS with urllib3 alone, for contexts whose credentials and CA are inline.
+
+    Never runs a command, reads a file or follows a proxy named in the kubeconfig, so
+    it is the only transport for kubeconfigs read from a cluster; and it spares the
+    ~0.4 s import of the kubernetes package for most user kubeconfigs too.
+    """
+
+    def __init__(self, view: kc.ContextView, where: str):
+        import ssl
+
+        import urllib3
+
+        cluster, user = view.cluster, view.user
+        self.host = cluster["server"].rstrip("/")
+        self.insecure = bool(cluster.get("insecure-skip-tls-verify"))
+        self._headers = {}
+        if user.get("token"):
+            self._headers["Authorization"] = f"Bearer {clean_token(str(user['token']), where)}"
+        ctx = ssl.create_default_context()
         try:
-            loader = kube_config.KubeConfigLoader(config_dict=config, active_context=context,
+            ca = kc.ca_pem_of(cluster)
+            if ca:
+                ctx.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
+            else:
+                import certifi  # what the kubernetes package trusts without a CA, too
+
+                ctx.load_verify_locations(cafile=certifi.where())
+            if user.get("client-certificate-data"):
+                self._load_client_cert(ctx, user["client-certificate-data"], user["client-key-data"])
+        except (ssl.SSLError, ValueError) as e:
+            raise UsageError(f"{where}: its CA or client certificate data cannot be loaded ({_first_line(e)})") from None
+        if self.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # one warning of ours instead
+        pool_kw = {"ssl_context": ctx}
+        if cluster.get("tls-server-name"):
+            pool_kw["server_hostname"] = cluster["tls-server-name"]
+        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False, **pool_kw)
+
+    @staticmethod
+    def _load_client_cert(ctx, cert_b64: str, key_b64: str) -> None:
+        import base64
+        import os
+        import tempfile
+
+        cert, key = base64.b64decode(cert_b64), base64.b64decode(key_b64)
+        redact.remember(key)
+        # ssl loads a certificate chain only from files: a private 0700 folder, removed at once.
+        with tempfile.TemporaryDirectory(prefix="k8sctl-tls-") as d:
+            paths = [os.path.join(d, n) for n in ("tls.crt", "tls.key")]
+            for path, data in zip(paths, (cert, key)):
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            ctx.load_cert_chain(*paths)
+
+    def send(self, method: str, url: str, headers: dict, body: bytes | None, timeout) -> tuple[int, Any, bytes]:
+        import urllib3
+
+        headers = {**headers, **self._headers}
+        resp = self._pool.request(method, url, body=body, headers=headers, redirect=False,
+                                  timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), preload_content=True)
+        return resp.status, resp.headers, resp.data
+
+    def close(self) -> None:
+        self._pool.clear()
+
+
+class _LoaderTransport:
+    """The kubernetes package's kubeconfig loader and REST client: exec plugins (EKS, GKE,
+    AKS), auth providers, credential files and proxies. Only for the user's own kubeconfigs."""
+
+    def __init__(self, config: dict, view: kc.ContextView, base_path: str):
+        api_client, configuration, kube_config, config_exception = _import_client()
+        _check_exec_plugin(view.user, view.name)
+        self.context = view.name
+        cfg = configuration.Configuration()
+        try:
+            loader = kube_config.KubeConfigLoader(config_dict=config, active_context=view.name,
                                                   config_base_path=base_path or None)
             loader.load_and_set(cfg)
         except (config_exception, KeyError, TypeError, ValueError, OSError) as e:
-            raise UsageError(f"kubeconfig context {context!r} cannot be used: {_first_line(e)}") from e
+            raise UsageError(f"kubeconfig context {view.name!r} cannot be used: {_first_line(e)}") from e
         cfg.retries = False  # fail fast on unreachable servers; callers decide to retry
-        self.server = cfg.host
+        self.host = cfg.host
+        self.insecure = not cfg.verify_ssl
+        if self.insecure:
+            import urllib3
+
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # one warning of ours instead
         self._api = api_client.ApiClient(configuration=cfg)
         self._api.user_agent = "k8sctl"
 
+    def send(self, method: str, url: str, headers: dict, body: bytes | None, timeout) -> tuple[int, Any, bytes]:
+        headers = dict(headers)
+        # Auth headers (bearer tokens, refreshed exec credentials) come from the configuration.
+        self._api.update_params_for_auth(headers, None, ["BearerToken"], url, method, body)
+        auth = headers.get("authorization") or headers.get("Authorization")
+        if auth and auth.startswith("Bearer "):
+            headers.pop("authorization", None)
+            headers["Authorization"] = "Bearer " + clean_token(auth[7:], f"context {self.context!r}")
+        resp = self._api.rest_client.pool_manager.request(
+            method, url, body=body, headers=headers, redirect=False, preload_content=True,
+            timeout=_urllib3_timeout(timeout))
+        return resp.status, resp.headers, resp.data
+
     def close(self) -> None:
         self._api.close()
+
+
+def _urllib3_timeout(timeout):
+    import urllib3
+
+    return urllib3.Timeout(connect=timeout[0], read=timeout[1])
+
+
+class KubeClient:
+    """An API client bound to one context of a kubeconfig (checked with kubeconfig.select_context).
+
+    `trusted=False` marks a kubeconfig read from a cluster: it must hold only inline
+    credentials (kubeconfig.stored_kubeconfig_problem), else `UntrustedKubeconfig`.
+    """
+
+    def __init__(self, config: dict, context: str, base_path: str = "", timeout=DEFAULT_TIMEOUT, *,
+                 trusted: bool = True, source: str = "kubeconfig", stats: RequestStats | None = None,
+                 deadline: float | None = None):
+        view = kc.select_context(config, context, source)
+        self.context = context
+        self.deadline = deadline  # time.monotonic() past which no request is retried
+        self.stats = stats or STATS  # the process-wide count unless a caller keeps its own
+        self.timeout = timeout
+        refused = kc.stored_kubeconfig_problem(view)
+        for secret in (view.user.get("token"), view.user.get("client-key-data")):
+            redact.remember(secret)
+        if refused is None:
+            self._transport = _InlineTransport(view, f"context {context!r} in {source}")
+        elif not trusted:
+            raise UntrustedKubeconfig(f"{source}: {refused}")
+        elif _needs_loader(view):
+            self._transport = _LoaderTransport(config, view, base_path)
+        else:
+            # Inline, but trusted-only settings (insecure-skip-tls-verify) or no credentials at all.
+            self._transport = _InlineTransport(view, f"context {context!r} in {source}")
+        self.server = self._transport.host
+        self.insecure = self._transport.insecure
+        if self.insecure:
+            log.warning("TLS verification is off for context %r (insecure-skip-tls-verify in the kubeconfig)", context)
+        self.anonymous = kc.auth_kind(view.user) == "none"
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # --- raw requests -------------------------------------------------------
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict | None = None,
                 content_type: str = "application/json", timeout=None) -> Any:
         """Send one request and return the decoded JSON answer (None for an empty body)."""
-        _, _, _, api_exception, _ = _import_client()
         import urllib3
 
-        url = self._api.configuration.host + path
+        url = self.server + path
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        # Auth headers (bearer tokens, refreshed exec credentials) come from the configuration.
-        self._api.update_params_for_auth(headers, None, ["BearerToken"], path, method, body)
-        headers.update(self._api.default_headers)
-        for attempt in range(MAX_RETRY_AFTER + 1):
-            STATS.record(method)
+        headers = {"Accept": "application/json", "Content-Type": content_type, "User-Agent": "k8sctl"}
+        payload = json.dumps(body).encode() if body is not None else None  # JSON is YAML for apply-patch+yaml
+        # Only idempotent requests are retried (a GET, a server-side apply): a POST that reached
+        # the server may have done its work. They are retried on a connection reset, 429 and
+        # 5xx, with backoff (or the server's Retry-After), never past the deadline.
+        idempotent = method == "GET" or (method == "PATCH" and content_type == APPLY_PATCH)
+        deadline = min(self.deadline or float("inf"), time.monotonic() + RETRY_BUDGET)
+        backoff = 0.1
+        while True:
+            self.stats.record(method)
             try:
-                # The REST layer JSON-encodes dict bodies itself (also for apply-patch+yaml, as JSON is YAML).
-                resp = self._api.call_api(method, url, header_params=headers, body=body,
-                                          _request_timeout=timeout or self.timeout)
-                data = resp.read()
-            except api_exception as e:
-                # The client reports TLS failures as status 0 with the cause on later lines.
-                raise Unreachable(self._unreachable_message(_describe(str(e.reason or e)))) from e
+                status, resp_headers, data = self._transport.send(method, url, headers, payload,
+                                                                  timeout or self.timeout)
             except (urllib3.exceptions.HTTPError, OSError) as e:
-                raise Unreachable(self._unreachable_message(_describe(str(getattr(e, "reason", None) or e)))) from e
-            retry_after = resp.headers.get("Retry-After")
-            # 429/503 with Retry-After is retried, as client-go does, but after a quarter of
-            # Retry-After (at most 0.5 s): the case met here, a new CRD's storage initializing,
-            # clears well within a second, and 10 tries still span several seconds.
-            if resp.status in (429, 503) and retry_after and attempt < MAX_RETRY_AFTER:
-                time.sleep(min(float(retry_after) if retry_after.isdigit() else 1.0, 2.0) / 4)
-                continue
+                cause = _describe(_exception_text(e))
+                if idempotent and cause == _RESET and _pause(backoff, deadline):
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                raise Unreachable(self._unreachable_message(cause), cause) from None
+            if idempotent and (status == 429 or status >= 500):
+                # A quarter of Retry-After (at most 0.5 s), never less than the backoff: the case met
+                # here, a new CRD's storage initializing (Retry-After: 1), clears well within a second.
+                retry_after = resp_headers.get("Retry-After") or ""
+                wait = max(backoff, min(float(retry_after), 2.0) / 4) if retry_after.isdigit() else backoff
+                if _pause(wait, deadline):
+                    backoff = min(backoff * 2, 2.0)
+                    continue
             break
-        if not 200 <= resp.status <= 299:
-            raise self._api_error(method, path, resp.status, data)
+        if not 200 <= status <= 299:
+            raise self._api_error(method, path, status, data)
         return json.loads(data) if data else None
 
     def _unreachable_message(self, why: str) -> str:
@@ -220,6 +389,11 @@ class KubeClient:
         if status == 401:
             text = (f"the API server of context {self.context!r} ({self.server}) rejected the credentials "
                     f"(401 Unauthorized): the token or certificate is invalid or expired")
+        elif status == 403 and "system:anonymous" in message:
+            why = ("the context has no credentials (no token, client certificate or exec plugin)" if self.anonymous
+                   else "its credentials were not sent (did its exec plugin fail? see the warning above)")
+            text = (f"the API server of context {self.context!r} ({self.server}) took the request as anonymous "
+                    f"(system:anonymous) and refused {method} {path} (403): {why}")
         else:
             text = f"{method} {path} in context {self.context!r}: {status} {reason or ''} {message}".strip()
         cls = NotFound if status == 404 else ApiError
@@ -250,7 +424,7 @@ class KubeClient:
         path = resource.path(meta.get("namespace"), meta["name"], subresource)
         query = {"fieldManager": field_manager, "force": "true" if force else None,
                  "dryRun": "All" if dry_run else None}
-        return self.request("PATCH", path, obj, query=query, content_type="application/apply-patch+yaml")
+        return self.request("PATCH", path, obj, query=query, content_type=APPLY_PATCH)
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> None:
         self.request("DELETE", resource.path(namespace, name))
@@ -273,6 +447,16 @@ class KubeClient:
         return [v["version"] for v in doc.get("versions", [])]
 
 
+def _needs_loader(view: kc.ContextView) -> bool:
+    """Whether only the kubernetes package's loader can serve this (trusted) context."""
+    inline_ok = kc.STORED_KEYS["user"] | kc.STORED_KEYS["cluster"] | {"insecure-skip-tls-verify"}
+    return any(k not in inline_ok for k in (*view.user, *view.cluster))
+
+
+def _exception_text(e: BaseException) -> str:
+    return str(getattr(e, "reason", None) or e)
+
+
 def _check_exec_plugin(user: dict, context: str) -> None:
     """The client only logs a missing exec plugin and goes on without credentials: say it plainly."""
     import shutil
@@ -288,7 +472,11 @@ def _first_line(e: Any) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
+_RESET = "connection reset by the server"
 _CAUSES = {
+    "connection reset": _RESET,
+    "connection aborted": _RESET,
+    "remote end closed connection": _RESET,
     "certificate verify failed": "TLS certificate verify failed: the kubeconfig's CA does not match the server",
     "connection refused": "connection refused",
     "timed out": "connection timed out",
@@ -296,6 +484,14 @@ _CAUSES = {
     "no route to host": "no route to host",
     "wrong version number": "TLS handshake failed (is it an https endpoint?)",
 }
+
+
+def _pause(seconds: float, deadline: float) -> bool:
+    """Sleep before a retry, unless that would pass the deadline."""
+    if time.monotonic() + seconds >= deadline:
+        return False
+    time.sleep(seconds)
+    return True
 
 
 def _describe(text: str) -> str:

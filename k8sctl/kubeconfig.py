@@ -119,6 +119,69 @@ def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> C
     return ContextView(name, cluster_name, cluster, user_name, user, ctx.get("namespace"))
 
 
+# A kubeconfig read from a cluster (a ClientConfig's Secret) is untrusted data: it may hold
+# inline credentials and trust, nothing that makes this machine run a command, read a
+# file, use a proxy or skip TLS verification. Anything else makes it unusable.
+STORED_KEYS = {
+    "cluster": {"server", "certificate-authority-data", "tls-server-name", "extensions", "disable-compression"},
+    "user": {"token", "client-certificate-data", "client-key-data", "extensions"},
+}
+_WHY_REFUSED = {
+    "exec": "runs a command (exec plugin)",
+    "auth-provider": "runs an auth-provider plugin",
+    "tokenFile": "reads the token from a local file",
+    "client-certificate": "reads a local file",
+    "client-key": "reads a local file",
+    "certificate-authority": "reads a local file",
+    "proxy-url": "sends traffic through a proxy",
+    "insecure-skip-tls-verify": "turns TLS verification off",
+    "username": "uses basic auth",
+    "password": "uses basic auth",
+    "as": "impersonates another user",
+    "as-groups": "impersonates other groups",
+    "as-uid": "impersonates another user",
+    "as-user-extra": "impersonates another user",
+}
+
+
+def stored_kubeconfig_problem(view: ContextView) -> str | None:
+    """Why a kubeconfig read from a cluster must not be used for `view`, or None when it may.
+
+    Accepted: `token`, or `client-certificate-data` with `client-key-data`; trust from
+    `certificate-authority-data` (or the system's CAs when there is none).
+    """
+    for section, body, name in (("user", view.user, view.user_name), ("cluster", view.cluster, view.cluster_name)):
+        if not isinstance(body, dict):
+            return f"{section} {name!r} is not a mapping"
+        for key in body:
+            if key not in STORED_KEYS[section]:
+                why = _WHY_REFUSED.get(key, "is not an inline credential or CA")
+                return (f"{section} {name!r} sets {key!r}, which {why}; a kubeconfig stored in a cluster may hold only "
+                        f"inline credentials (token, or client-certificate-data and client-key-data) and "
+                        f"certificate-authority-data")
+    user = view.user
+    if not user.get("token") and not (user.get("client-certificate-data") and user.get("client-key-data")):
+        if user.get("client-certificate-data") or user.get("client-key-data"):
+            return f"user {view.user_name!r} has only half of a client certificate (needs both -data keys)"
+        return f"user {view.user_name!r} has no credentials (no token, no client certificate)"
+    return None
+
+
+def auth_kind(user: dict) -> str:
+    """What a kubeconfig user authenticates with, in a word or two (never the credential)."""
+    if user.get("exec"):
+        return "exec"
+    if user.get("auth-provider"):
+        return "auth-provider"
+    if user.get("token") or user.get("tokenFile"):
+        return "token"
+    if user.get("client-certificate-data") or user.get("client-certificate"):
+        return "client certificate"
+    if user.get("username"):
+        return "basic auth"
+    return "none"
+
+
 def is_server_url(server: str, schemes: tuple[str, ...] = ("http", "https")) -> bool:
     """Whether `server` is SCHEME://HOST[:PORT] with a valid port."""
     try:

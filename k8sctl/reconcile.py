@@ -131,14 +131,8 @@ def _live_secret_name(r: DatacenterReport) -> str | None:
 
 
 def check_contexts(desired: list[DesiredDatacenter], cache: ClientCache) -> None:
-    """Fail before anything is written when a datacenter names a context without a client."""
-    for d in desired:
-        if d.context and d.context not in cache.contexts():
-            broken = [b for b in cache.broken if b.context == d.context]
-            why = f" (ClientConfig {broken[0].name} is broken: {broken[0].reason})" if broken else ""
-            known = ", ".join(cache.contexts()) or "none"
-            raise ClusterError(f"No known client for context-name {d.context}{why}; datacenter {d.name} cannot be "
-                               f"reconciled. Known contexts: {known} (and \"\" for the control plane)")
+    """Fail before anything is written when a datacenter names a context without a usable client."""
+    cache.require(d.context for d in desired)
 
 
 def _fail(r: DatacenterReport, e: BaseException) -> None:

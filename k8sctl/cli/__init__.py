@@ -6,7 +6,7 @@ import typer
 
 from k8sctl import __version__
 from k8sctl.cli import clientconfig, reconcile, sandbox
-from k8sctl.cli.common import Globals
+from k8sctl.cli.common import Globals, setup_logging
 
 app = typer.Typer(
     name="k8sctl",
@@ -31,6 +31,7 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
     Globals.verbose = verbose
+    setup_logging(verbose)
 
 
 app.add_typer(sandbox.app, name="sandbox")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from k8sctl.cli.common import Output, OutputOption, console, env, handle_errors, render
+from k8sctl.cli.common import Output, OutputOption, console, env, handle_errors, render, warn
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def create_clientconfig(
     src_namespace: Optional[str] = typer.Option(None, "--src-namespace", help="Namespace of the service account in the source cluster."),
     dest_namespace: Optional[str] = typer.Option(None, "--dest-namespace", help="Namespace of the Secret and ClientConfig in the control plane."),
     serviceaccount: str = typer.Option("k8ssandra-operator", "--serviceaccount", help="The operator's service account in the source cluster."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Where to write the kubeconfig and manifests (default: a new temp dir, 0700)."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", help="Also write the kubeconfig and manifests there (0600 files, after success; none by default)."),
     in_cluster_kubeconfig: Optional[Path] = typer.Option(None, "--in-cluster-kubeconfig", help="Kubeconfig whose server address the operator's pods can reach."),
     server: Optional[str] = typer.Option(None, "--server", help="Server URL to write into the generated kubeconfig (overrides --in-cluster-kubeconfig)."),
     name: Optional[str] = typer.Option(None, "--name", help="ClientConfig name (default: the source context, sanitized). The Secret is <name>-config."),
@@ -33,8 +33,10 @@ def create_clientconfig(
     timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a new token Secret to be filled."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Build and verify everything, print the manifests, write nothing to any cluster."),
     show_secrets: bool = typer.Option(False, "--show-secrets", help="Keep the token in the Secret manifest written to --output-dir and printed by --dry-run."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the new credentials against the source API server."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the new kubeconfig at all (a warning is printed)."),
+    no_verify_server: bool = typer.Option(False, "--no-verify-server", help="Check the new credentials through the source's own address, not the stored server (for addresses only the operator's pods reach)."),
     allow_self: bool = typer.Option(False, "--allow-self", help="Allow registering the destination cluster to itself."),
+    force: bool = typer.Option(False, "--force", help="Take over a Secret or ClientConfig of that name that k8sctl does not manage (e.g. made by create-clientconfig.sh)."),
     output: Output = OutputOption,
 ) -> None:
     """Create or update the kubeconfig Secret and ClientConfig through which the operator reaches a cluster."""
@@ -49,7 +51,7 @@ def create_clientconfig(
         in_cluster_kubeconfig=in_cluster_kubeconfig.expanduser() if in_cluster_kubeconfig else None,
         server=server, name=name, context_name=context_name, token_source=token_source,
         token_duration=token_duration, timeout=timeout, dry_run=dry_run, show_secrets=show_secrets,
-        verify=not no_verify, allow_self=allow_self,
+        verify=not no_verify, verify_server=not no_verify_server, allow_self=allow_self, force=force,
     )
     completed = clientconfigs.complete(opts, env())
     clientconfigs.validate(completed)
@@ -67,27 +69,31 @@ def create_clientconfig(
     render(data, output, _text)
     for r in result.registrations:
         for w in r.warnings:
-            console().print(f"[yellow]warning:[/] {w}")
+            warn(f"{r.source_context}: {w}")
 
 
 _ACTION_STYLE = {"created": "green", "updated": "yellow", "unchanged": "dim"}
 
 
 def _text(d: dict) -> None:
+    from rich.markup import escape as e
+
     out = console(stderr=False)
     for r in d["registrations"]:
-        out.print(f"[bold]{r['name']}[/] in {d['destinationContext']}/{d['namespace']} "
-                  f"(source context {r['sourceContext']})")
+        out.print(f"[bold]{e(r['name'])}[/] in {e(d['destinationContext'])}/{e(d['namespace'])} "
+                  f"(source context {e(r['sourceContext'])})")
         for o in r["objects"]:
             style = _ACTION_STYLE.get(o["action"].split()[-1], "")
-            out.print(f"  {o['kind']:<13} {o['name']:<40} [{style}]{o['action']}[/]")
-        out.print(f"  server      {r['server']}  [dim]({r['serverReason']})[/]")
-        out.print(f"  identity    {r['identity'] or 'not verified'}"
+            out.print(f"  {o['kind']:<13} {e(o['name']):<40} [{style}]{e(o['action'])}[/]")
+        out.print(f"  server      {e(r['server'])}  [dim]({e(r['serverReason'])})[/]")
+        verified = f"  [dim](checked at {e(r['verifiedAt'])})[/]" if r["verifiedAt"] else ""
+        out.print(f"  identity    {e(r['identity'] or 'not verified')}{verified}"
                   + ("" if r["authorized"] is None else
                      ("  [green]may create CassandraDatacenters[/]" if r["authorized"] else "  [red]may NOT create CassandraDatacenters[/]")))
         if r["tokenExpiry"]:
-            out.print(f"  token       expires {r['tokenExpiry']}")
-        out.print(f"  k8sContext  [bold]{r['k8sContext']}[/]  (use this in K8ssandraCluster datacenters[].k8sContext)")
-    out.print(f"artifacts in {d['outputDir']}")
-    if d["restartCommand"]:
-        out.print(f"The operator reads ClientConfigs only at start-up; restart it: [bold]{d['restartCommand']}[/]")
+            out.print(f"  token       expires {e(r['tokenExpiry'])}")
+        out.print(f"  k8sContext  [bold]{e(r['k8sContext'])}[/]  (use this in K8ssandraCluster datacenters[].k8sContext)")
+    if d["outputDir"]:
+        out.print(f"artifacts in {e(d['outputDir'])}")
+    if d["operatorNote"]:
+        out.print(e(d["operatorNote"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -30,17 +31,71 @@ def console(stderr: bool = True):
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _one_line(text: str) -> str:
+    from k8sctl import redact
+
+    return redact.redact(" ".join(str(text).split()))
+
+
 def fail(message: str, code: int) -> typer.Exit:
-    """Print `error: message` on one line of stderr; return the Exit to raise."""
+    """Print `error: message` on one line of stderr (credentials redacted); return the Exit to raise."""
+    message = _one_line(message)
     if sys.stderr.isatty():
-        console().print(f"[bold red]error:[/] {message}", markup=False if "[" in message else True)
+        from rich.markup import escape
+
+        console().print(f"[bold red]error:[/] {escape(message)}")
     else:
         print(f"error: {message}", file=sys.stderr)
     return typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """One `warning:` line on stderr (credentials redacted, markup escaped)."""
+    message = _one_line(message)
+    if sys.stderr.isatty():
+        from rich.markup import escape
+
+        console().print(f"[yellow]warning:[/] {escape(message)}")
+    else:
+        print(f"warning: {message}", file=sys.stderr)
+
+
+class _WarningHandler(logging.Handler):
+    """Log records of k8sctl and of libraries (the kubernetes loader logs exec-plugin
+    failures on the root logger) become one redacted `warning:` line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            warn(record.getMessage())
+        except Exception:  # a broken log call must never break the command
+            pass
+
+
+def setup_logging(verbose: bool) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _WarningHandler)] + [_WarningHandler()]
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # library warnings (urllib3's) take the same path
+
+
+def _print_traceback() -> None:
+    import traceback
+
+    print(_redacted_lines(traceback.format_exc()), file=sys.stderr, end="")
+
+
+def _redacted_lines(text: str) -> str:
+    from k8sctl import redact
+
+    return redact.redact(text)
+
+
 def handle_errors(fn: Callable) -> Callable:
-    """Turn k8sctl errors into a one-line message and their exit code (a traceback only with -v)."""
+    """Turn k8sctl errors into a one-line message and their exit code (a traceback only with -v).
+
+    Every message goes through the credential redaction: nothing this process has read as a
+    token or key can be printed, whatever put it into an exception.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -48,17 +103,16 @@ def handle_errors(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         except K8sctlError as e:
             if Globals.verbose:
-                console().print_exception()
-            raise fail(" ".join(str(e).split()) or type(e).__name__, e.exit_code) from None
+                _print_traceback()
+            raise fail(str(e) or type(e).__name__, e.exit_code) from None
         except KeyboardInterrupt:
             raise fail("interrupted", 130) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as e:  # a bug, not a user error: still one line unless -v
             if Globals.verbose:
-                raise
-            raise fail(f"internal error: {type(e).__name__}: {' '.join(str(e).split())} "
-                       f"(run with -v for details and report it)", 1) from None
+                _print_traceback()
+            raise fail(f"internal error: {type(e).__name__}: {e} (run with -v for details and report it)", 1) from None
 
     return wrapper
 

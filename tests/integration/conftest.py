@@ -12,16 +12,19 @@ every other test sees.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import os
 import uuid
 from pathlib import Path
 
 import pytest
+import yaml
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.sandbox import binaries, cluster, k8ssandra
+from tests import leakguard
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PREPARED = [0, 1, 2, 3]
@@ -50,9 +53,58 @@ def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
         k8ssandra.install_operator_identity(client)
         k8ssandra.wait_token_filled(client, k8ssandra.OPERATOR_NAMESPACE, "k8ssandra-operator-token")
         client.close()
-        yield state
+        with guarded(state):
+            yield state
     finally:
         cluster.down(directory)
+
+
+class guarded:
+    """Registers a sandbox's credentials with the leak guard while it runs: each cluster's admin
+    key, and (read live before every check) every token Secret and stored kubeconfig in it."""
+
+    def __init__(self, state: cluster.SandboxState):
+        # Their own request count: the guard's reads must not show in tests that count requests.
+        self.clients = [kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context, stats=kube.RequestStats())
+                        for c in state.clusters]
+        for c in state.clusters:
+            user = kc.read_file(Path(c.kubeconfig))["users"][0]["user"]
+            leakguard.add(user.get("client-key-data"), base64.b64decode(user.get("client-key-data", "")))
+
+    def __enter__(self):
+        leakguard.add_refresher(self.credentials)
+        return self
+
+    def __exit__(self, *exc):
+        leakguard.remove_refresher(self.credentials)
+        for c in self.clients:
+            c.close()
+
+    def credentials(self):
+        for client in self.clients:
+            try:
+                secrets = client.request("GET", "/api/v1/secrets").get("items", [])
+            except kube.ClusterError:
+                continue  # a test stopped this cluster
+            for s in secrets:
+                data = s.get("data") or {}
+                if data.get("token"):
+                    yield base64.b64decode(data["token"]).decode()
+                if data.get("kubeconfig"):
+                    yield from _kubeconfig_credentials(base64.b64decode(data["kubeconfig"]))
+
+
+def _kubeconfig_credentials(raw: bytes):
+    try:
+        doc = yaml.safe_load(raw) or {}
+        users = [u.get("user") or {} for u in doc.get("users") or []]
+    except (yaml.YAMLError, AttributeError):
+        return
+    for user in users:
+        if isinstance(user, dict):
+            for key in ("token", "client-key-data"):
+                if isinstance(user.get(key), str):
+                    yield user[key]
 
 
 @pytest.fixture(scope="session")
@@ -88,7 +140,8 @@ def crd_sandbox(tmp_path_factory, control_plane_binaries):
                 done = clientconfigs.complete(opts, {})
                 clientconfigs.validate(done)
                 clientconfigs.run(done)
-        yield state
+        with guarded(state):
+            yield state
     finally:
         cluster.down(directory)
 

@@ -102,11 +102,26 @@ def test_complete_defaults(tmp_path):
     ({"src_contexts": ["data-1", "data-1"]}, "given twice"),
     ({"src_contexts": ["data-1", "data-2"], "server": "https://x:1"}, "single --src-context"),
     ({"name": "Bad_Name"}, "not a valid DNS-1123 name"),
-    ({"timeout": 0}, "--timeout must be positive"),
+    ({"timeout": 0}, "--timeout must be a positive number"),
+    ({"timeout": float("nan")}, "--timeout must be a positive number"),
+    ({"timeout": float("inf")}, "--timeout must be a positive number"),
+    ({"server": "https://10.0.0.5:6443/k8s"}, "has a path, query or user info"),
+    ({"server": "https://user@10.0.0.5:6443"}, "has a path, query or user info"),
+    ({"server": "https://10.0.0.5:6443?x=1"}, "has a path, query or user info"),
 ])
 def test_validate_rejects(tmp_path, kw, message):
     with pytest.raises(UsageError, match=message):
         cc.validate(_complete(tmp_path, **kw))
+
+
+@pytest.mark.parametrize("field, flag", [
+    ("serviceaccount", "--serviceaccount"), ("name", "--name"), ("namespace", "--namespace"),
+    ("src_namespace", "--src-namespace"), ("dest_namespace", "--dest-namespace"), ("context_name", "--context-name"),
+    ("server", "--server"),
+])
+def test_empty_strings_are_refused_not_defaulted(tmp_path, field, flag):
+    with pytest.raises(UsageError, match=f"{flag} is empty"):
+        _complete(tmp_path, **{field: " " if field == "server" else ""})
 
 
 def test_self_registration_is_refused(tmp_path):

@@ -53,3 +53,99 @@ def test_first_client_import_from_many_threads():
     for _ in range(5):  # a fresh interpreter each time: the race is on the first import
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
         assert "ERRORS []" in out
+
+
+class _Scripted:
+    """A loopback HTTP server answering from a script: each entry is a status code, or "reset" to
+    drop the connection without an answer. Unit-level: retries are pure client behaviour."""
+
+    def __init__(self, script):
+        import http.server
+        import socket
+        import threading
+
+        self.script, self.seen = list(script), []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                outer.seen.append(self.command)
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                step = outer.script.pop(0) if outer.script else 200
+                if step == "reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    self.connection.close()
+                    self.close_connection = True
+                    return
+                body = b'{"kind": "Status", "message": "scripted"}'
+                self.send_response(step)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if step in (429, 503):
+                    self.send_header("Retry-After", "0")
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PATCH = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def client(self, **kw) -> kube.KubeClient:
+        doc = {"clusters": [{"name": "c", "cluster": {"server": self.url}}],
+               "users": [{"name": "u", "user": {"token": "scripted-token-value"}}],
+               "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+        return kube.KubeClient(doc, "c", stats=kube.RequestStats(), **kw)
+
+    def close(self):
+        self.server.shutdown()
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(*script):
+        servers.append(_Scripted(script))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def test_idempotent_requests_survive_a_reset_and_5xx(scripted):
+    server = scripted("reset", 503, 500, 200)
+    client = server.client()
+    assert client.request("GET", "/api") == {"kind": "Status", "message": "scripted"}
+    assert server.seen == ["GET"] * 4
+    server = scripted("reset", 200)
+    client = server.client()
+    client.apply(kube.SECRET, {"metadata": {"name": "s", "namespace": "n"}})
+    assert server.seen == ["PATCH", "PATCH"]
+
+
+def test_non_idempotent_requests_are_not_retried(scripted):
+    server = scripted(503)
+    with pytest.raises(kube.ApiError, match="503"):
+        server.client().request("POST", "/api", {"a": 1})
+    server = scripted("reset")
+    with pytest.raises(kube.Unreachable, match="connection reset"):
+        server.client().request("POST", "/api", {"a": 1})
+    assert server.seen == ["POST"]
+
+
+def test_retries_stop_at_the_deadline(scripted):
+    import time
+
+    server = scripted(*([503] * 1000))
+    with pytest.raises(kube.ApiError, match="503"):
+        server.client(deadline=time.monotonic() + 0.5).request("GET", "/api")
+    # Backoff 0.1, 0.2, 0.4 s fits 0.5 s at most three times; the 10 s budget alone would allow nine.
+    assert 1 < len(server.seen) <= 4

@@ -1,0 +1,109 @@
+"""What k8sctl knows of k8ssandra-operator's ClientConfig API, in one place.
+
+A ClientConfig (config.k8ssandra.io) names a Secret whose key `kubeconfig` holds
+a kubeconfig, and the context in it (`spec.contextName`, else the ClientConfig's
+own name) that K8ssandraCluster datacenters refer to as `k8sContext`.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+
+import yaml
+
+from k8sctl import kube
+from k8sctl import kubeconfig as kc
+from k8sctl.errors import ClusterError
+
+GROUP = "config.k8ssandra.io"
+VERSIONS = ("v1beta1", "v1alpha1")  # the operator serves v1beta1; old docs show v1alpha1
+KIND = "ClientConfig"
+KUBECONFIG_KEY = "kubeconfig"
+# Stamped by the operator when it loads a ClientConfig (controllers/config/clientconfig_controller.go).
+RESOURCE_HASH_ANNOTATION = "k8ssandra.io/resource-hash"
+SECRET_HASH_ANNOTATION = "k8ssandra.io/secret-hash"
+
+
+class BrokenClientConfig(ClusterError):
+    """A ClientConfig that cannot give a client: its Secret or kubeconfig is missing, invalid or refused."""
+
+
+def resource(version: str) -> kube.Resource:
+    return kube.Resource(GROUP, version, "clientconfigs", KIND)
+
+
+def context_of(cc: dict) -> str:
+    return (cc.get("spec") or {}).get("contextName") or cc["metadata"]["name"]
+
+
+def secret_name_of(cc: dict) -> str:
+    return ((cc.get("spec") or {}).get("kubeConfigSecret") or {}).get("name") or ""
+
+
+def not_installed(context: str) -> ClusterError:
+    return ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {context}: "
+                        f"is k8ssandra-operator installed there?")
+
+
+def list_clientconfigs(client: kube.KubeClient, namespace: str) -> list[dict]:
+    for version in VERSIONS:
+        try:
+            return client.list(resource(version), namespace)
+        except kube.NotFound:
+            continue  # this version is not served; try the older one
+    raise not_installed(client.context)
+
+
+def get_with_version(client: kube.KubeClient, name: str, namespace: str,
+                     known: str | None = None) -> tuple[str, dict | None]:
+    """The served ClientConfig version and the object `name` (or None), in one GET when v1beta1 is served."""
+    for version in [known] if known else list(VERSIONS):
+        try:
+            return version, client.get(resource(version), name, namespace)
+        except kube.NotFound as e:
+            # A missing object comes with Status details naming its kind; a version or
+            # resource type that is not served does not.
+            if e.details_kind:
+                return version, None
+    served = [v for v in client.api_versions(GROUP) if v in VERSIONS]
+    if not served:
+        raise ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {client.context}: "
+                           f"install k8ssandra-operator in the destination cluster first")
+    return served[0], client.get_or_none(resource(served[0]), name, namespace)
+
+
+def parse_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str) -> dict:
+    """The kubeconfig a ClientConfig's Secret holds, checked for `context` and for inline credentials only.
+
+    Pure; every problem is a BrokenClientConfig whose message names it (never the content).
+    """
+    if secret is None:
+        raise BrokenClientConfig(f"Secret {secret_ref} not found")
+    raw = (secret.get("data") or {}).get(KUBECONFIG_KEY)
+    if not raw:
+        raise BrokenClientConfig(f"Secret {secret_ref} has no {KUBECONFIG_KEY!r} key")
+    try:
+        doc = yaml.safe_load(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        raise BrokenClientConfig(f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid base64") from None
+    except yaml.YAMLError:
+        raise BrokenClientConfig(f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid YAML") from None
+    if not isinstance(doc, dict):
+        raise BrokenClientConfig(f"Secret {secret_ref} does not hold a kubeconfig")
+    try:
+        view = kc.select_context(doc, context, f"the kubeconfig in Secret {secret_ref}")
+    except Exception as e:  # UsageError from the kubeconfig checks: a problem of the stored data
+        raise BrokenClientConfig(str(e)) from None
+    problem = kc.stored_kubeconfig_problem(view)
+    if problem:
+        raise BrokenClientConfig(f"the kubeconfig in Secret {secret_ref} is refused: {problem}")
+    return doc
+
+
+def read_stored_kubeconfig(client: kube.KubeClient, cc: dict, namespace: str) -> dict:
+    """Read and check the kubeconfig of ClientConfig `cc` (one GET of its Secret)."""
+    secret_name = secret_name_of(cc)
+    if not secret_name:
+        raise BrokenClientConfig("spec.kubeConfigSecret.name is empty")
+    secret = client.get_or_none(kube.SECRET, secret_name, namespace)
+    return parse_stored_kubeconfig(secret, f"{namespace}/{secret_name}", context_of(cc))
