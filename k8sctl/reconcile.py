@@ -365,6 +365,10 @@ def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: So
                 try:
                     if resource is cdc.RESOURCE and r.untyped_config:
                         _to_config_secret(r, client, dry_run=True)
+                    elif resource is cdc.RESOURCE and choice.source is None and r.existing is None:
+                        # The probe, as a dry-run create: the schema's own answer (422, `must be of
+                        # type byte`) comes at once, where an apply's typed-patch 500 is retried.
+                        client.create(cdc.RESOURCE, obj, r.namespace, dry_run=True)
                     else:
                         # force: conflicts with other managers are reported by the real write, not here.
                         client.apply(resource, obj, force=True, dry_run=True)
