@@ -281,7 +281,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     _per_context(reports, read)
 
     progress("checking what would be written against each cluster's schema (server-side dry run)")
-    invalid: list[str] = []
+    invalid: list[tuple[str, str, str]] = []
 
     def validate(context: str, items: list[DatacenterReport]) -> None:
         invalid.extend(_validate(items, cache.remote(context), sources[context], cluster, opts))
@@ -291,7 +291,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         if r.context in sources and sources[r.context].source is None:
             r.config_source = None  # not decided there (nothing written)
     if invalid:
-        raise ClusterError("; ".join(invalid) + " (nothing was written)")
+        raise ClusterError(_schema_errors_line(invalid) + " (nothing was written)")
 
     for r in reports:
         if r.action != "error":
@@ -326,13 +326,21 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     _each(items, one)
 
 
-def _schema_error(r: DatacenterReport, context: str, e: kube.ApiError, what: str, opts: ReconcileOptions) -> str:
+def _schema_error(r: DatacenterReport, e: kube.ApiError, what: str, opts: ReconcileOptions) -> tuple[str, str, str]:
+    """(datacenter, context, what is wrong): grouped into one line per cause by `_schema_errors_line`."""
     fields = cdc.invalid_fields(str(e)) or ["(not named by the server)"]
-    msg = (f"datacenter {r.name} in context {context or '(control plane)'}: {what} is refused by the cluster's "
-           f"schema at field {', '.join(fields)}: {cdc.schema_detail(str(e))}")
+    text = f"{what} is refused by the cluster's schema at field {', '.join(fields)}: {cdc.schema_detail(str(e))}"
     if cdc.refuses_inline_config(fields) and opts.config_source == cdc.INLINE:
-        msg += "; use --config-source secret (or auto) to write the config through spec.configSecret"
-    return msg
+        text += "; use --config-source secret (or auto) to write the config through spec.configSecret"
+    return r.name, r.context, text
+
+
+def _schema_errors_line(errors: list[tuple[str, str, str]]) -> str:
+    causes: dict[tuple[str, str], list[str]] = {}
+    for name, context, text in errors:
+        causes.setdefault((context, text), []).append(name)
+    return "; ".join(f"datacenter{'s' if len(names) > 1 else ''} {', '.join(names)} in context "
+                     f"{context or '(control plane)'}: {text}" for (context, text), names in causes.items())
 
 
 def _is_schema_error(e: kube.ApiError) -> bool:
@@ -341,17 +349,19 @@ def _is_schema_error(e: kube.ApiError) -> bool:
 
 
 def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: SourceChoice, cluster: str,
-              opts: ReconcileOptions) -> list[str]:
+              opts: ReconcileOptions) -> list[tuple[str, str, str]]:
     """Dry-run apply what one context would get (Secret, then datacenter); decide `auto` there.
 
     Under `auto` the first dry run is the probe. A refusal of the inline spec.config, by the
     probe or by an update's dry run where live datacenters said inline (a CRD replaced since),
-    switches the context to `secret` and starts over. Returns schema errors, one line each.
+    switches the context to `secret` and starts over. Returns the schema errors.
     """
-    context = items[0].context
     while True:
-        errors: list[str] = []
+        errors: list[tuple[str, str, str]] = []
         switched = False
+        # The CRD is the same for every datacenter of a context: once it refused an inline
+        # spec.config, it would refuse the next one too (no need to ask again).
+        inline_checked: kube.ApiError | None | bool = False
         for r in items:
             if r.action not in ("create", "update"):
                 continue
@@ -362,19 +372,27 @@ def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: So
                 steps.append((cdc.RESOURCE, r.desired, "the datacenter"))
             refused = False
             for resource, obj, what in steps:
+                inline = resource is cdc.RESOURCE and r.desired_secret is None
                 try:
+                    if inline and isinstance(inline_checked, kube.ApiError):
+                        raise inline_checked
                     if resource is cdc.RESOURCE and r.untyped_config:
                         _to_config_secret(r, client, dry_run=True)
-                    elif resource is cdc.RESOURCE and choice.source is None and r.existing is None:
-                        # The probe, as a dry-run create: the schema's own answer (422, `must be of
-                        # type byte`) comes at once, where an apply's typed-patch 500 is retried.
+                    elif inline and inline_checked is False and r.existing is None:
+                        # The first inline one (the probe under auto), as a dry-run create: the
+                        # schema's own answer (422, `must be of type byte`) comes at once, where
+                        # an apply's typed-patch 500 is retried by kube.py for seconds.
                         client.create(cdc.RESOURCE, obj, r.namespace, dry_run=True)
                     else:
                         # force: conflicts with other managers are reported by the real write, not here.
                         client.apply(resource, obj, force=True, dry_run=True)
+                    if inline:
+                        inline_checked = True
                 except kube.ApiError as e:
                     if not _is_schema_error(e):
                         raise
+                    if inline and cdc.refuses_inline_config(cdc.invalid_fields(str(e))):
+                        inline_checked = e
                     if (r.desired_secret is not None and resource is cdc.RESOURCE and not r.untyped_config
                             and _live_config_untyped(e)):
                         r.untyped_config = True  # and check that way instead
@@ -389,18 +407,18 @@ def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: So
                             and cdc.refuses_inline_config(cdc.invalid_fields(str(e)))):
                         choice.source = cdc.SECRET
                         choice.reason = (f"auto: the cluster's CassandraDatacenter CRD refuses an inline spec.config "
-                                         f"(dry-run apply of {r.name}); writing it through spec.configSecret")
+                                         f"(dry run of {r.name}); writing it through spec.configSecret")
                         _shape(items, client, cdc.SECRET, cluster, opts)
                         switched = True
                     else:
-                        errors.append(_schema_error(r, context, e, what, opts))
+                        errors.append(_schema_error(r, e, what, opts))
                     refused = True
                     break
             if switched:
                 break
             if choice.source is None and not refused:
                 choice.source = cdc.INLINE
-                choice.reason = f"auto: the cluster accepts an inline spec.config (dry-run apply of {r.name})"
+                choice.reason = f"auto: the cluster accepts an inline spec.config (dry run of {r.name})"
         if not switched:
             break
     if choice.source is None:

@@ -160,3 +160,13 @@ def test_one_clusters_failure_stays_that_clusters():
         r.action = "update"
     rec._each(rs, each_work)
     assert [r.action for r in rs] == ["error", "updated", "updated"]
+
+
+def test_schema_errors_are_one_line_grouped_by_cause():
+    errors = [("dc1", "c1", "the datacenter is refused ... at field spec.config: x"),
+              ("dc2", "c1", "the datacenter is refused ... at field spec.config: x"),
+              ("dc3", "", "the datacenter is refused ... at field metadata.labels: y")]
+    line = rec._schema_errors_line(errors)
+    assert line == ("datacenters dc1, dc2 in context c1: the datacenter is refused ... at field spec.config: x; "
+                    "datacenter dc3 in context (control plane): the datacenter is refused ... at field metadata.labels: y")
+    assert "\n" not in line
