@@ -165,8 +165,30 @@ def dry_runs(log) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def prefix():
-    return f"r{uuid.uuid4().hex[:6]}"
+def prefix(request):
+    """A unique name prefix; afterwards, what the test made with it is removed from the sandboxes it used."""
+    p = f"r{uuid.uuid4().hex[:6]}"
+    yield p
+    for fixture in ("admins", "crd_admins"):
+        if fixture in request.fixturenames:
+            for client in request.getfixturevalue(fixture):
+                remove_prefixed(client, p)
+
+
+def remove_prefixed(client: kube.KubeClient, prefix: str) -> None:
+    """Delete the K8ssandraClusters, CassandraDatacenters and config Secrets whose names start with `prefix`."""
+    for resource, selector in ((kube.K8SSANDRA_CLUSTER, None), (cdc.RESOURCE, None),
+                               (kube.SECRET, f"{cdc.MANAGED_BY_LABEL}={cdc.MANAGED_BY}")):
+        try:
+            items = client.list(resource, NS, label_selector=selector)
+        except kube.ClusterError:
+            continue  # this cluster has no such CRD, or a test stopped it
+        for item in items:
+            if item["metadata"]["name"].startswith(prefix):
+                try:
+                    client.delete(resource, item["metadata"]["name"], NS)
+                except kube.NotFound:
+                    pass
 
 
 def test_demo_end_to_end_with_gating_and_noop(registered, admins, prefix):
