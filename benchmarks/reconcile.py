@@ -46,8 +46,9 @@ def k8ssandra_cluster(name: str, contexts: list[str]) -> dict:
     }
 
 
-def measure(local: kube.KubeClient, name: str) -> tuple[float, int, int]:
-    kube.STATS.reset()
+def measure(local: kube.KubeClient, name: str, requests: Requests) -> tuple[float, int, int, int]:
+    """Wall time, requests, dry runs and real writes of one reconcile."""
+    requests.log.clear()
     t0 = time.perf_counter()
     cache = ClientCache.from_clientconfigs(local, NS)
     try:
@@ -55,7 +56,9 @@ def measure(local: kube.KubeClient, name: str) -> tuple[float, int, int]:
     finally:
         cache.close()
     assert not result.failed, [r.error for r in result.datacenters if r.error]
-    return time.perf_counter() - t0, kube.STATS.requests, kube.STATS.writes
+    dry = sum(1 for _, d in requests.log if d)
+    writes = sum(1 for m, d in requests.log if m != "GET" and not d)
+    return time.perf_counter() - t0, len(requests.log), dry, writes
 
 
 def demo(name: str, contexts: list[str]) -> dict:
@@ -96,8 +99,7 @@ class Requests:
         return f"{len(self.log):>4} requests ({methods}; {dry} dry runs, {writes} writes)"
 
 
-def crd_forms(bins: binaries.Binaries, rtts_ms: list[int]) -> None:
-    requests = Requests()
+def crd_forms(bins: binaries.Binaries, rtts_ms: list[int], requests: Requests) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp) / "sb"
         state = cluster.up(d, 3, bins, prefix="bench")
@@ -151,8 +153,10 @@ def main() -> None:
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     bins = binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None)
+    requests = Requests()
     if args.only != "scale":
-        crd_forms(bins, [int(x) for x in args.rtt_ms.split(",")])
+        crd_forms(bins, [int(x) for x in args.rtt_ms.split(",")], requests)
+        requests.rtt = 0.0
     if args.only == "crd-forms":
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,7 +173,7 @@ def main() -> None:
                 clientconfigs.run(done)
             local = kube.KubeClient(kc.read_file(Path(state.clusters[0].kubeconfig)), state.clusters[0].context)
             remotes = [c.context for c in state.clusters[1:]]
-            print(f"{'datacenters':>12}{'layout':>10}{'first s':>10}{'requests':>10}{'writes':>8}"
+            print(f"{'datacenters':>12}{'layout':>10}{'first s':>10}{'requests':>10}{'dry':>6}{'writes':>8}"
                   f"{'no-op s':>10}{'requests':>10}{'writes':>8}")
             def spread(n: int) -> str:
                 return "/".join(str(len(range(i, n, 3))) for i in range(3))
@@ -180,10 +184,11 @@ def main() -> None:
             for n, layout, contexts in runs:
                 name = f"b{n}-{len(timing)}"
                 local.apply(kube.K8SSANDRA_CLUSTER, k8ssandra_cluster(name, contexts), force=True)
-                first = measure(local, name)
-                noop = measure(local, name)
+                first = measure(local, name, requests)
+                noop = measure(local, name, requests)
                 timing[layout] = (first[0], noop[0])
-                print(f"{n:>12}{layout:>10}{first[0]:>10.2f}{first[1]:>10}{first[2]:>8}{noop[0]:>10.2f}{noop[1]:>10}{noop[2]:>8}")
+                print(f"{n:>12}{layout:>10}{first[0]:>10.2f}{first[1]:>10}{first[2]:>6}{first[3]:>8}"
+                      f"{noop[0]:>10.2f}{noop[1]:>10}{noop[3]:>8}")
             if "20/20/20" in timing:
                 a, b = timing["60/0/0"], timing["20/20/20"]
                 print(f"60 datacenters: one cluster / three clusters = {a[0] / b[0]:.2f}x (first), {a[1] / b[1]:.2f}x (no-op)")
