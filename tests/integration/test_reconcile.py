@@ -24,6 +24,8 @@ from k8sctl.cli import app
 from k8sctl.datacenters import HASH_ANNOTATION, build_datacenters
 from k8sctl.sandbox import cluster, k8ssandra
 
+from tests import leakguard
+
 from .conftest import admin_client
 
 NS = k8ssandra.OPERATOR_NAMESPACE
@@ -263,7 +265,8 @@ def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, pref
             time.sleep(0.05)
         time.sleep(0.3)  # it is now polling dc1
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
+        leakguard.check(out, err, where="output")
     finally:
         if proc.poll() is None:
             proc.kill()
