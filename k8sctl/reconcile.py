@@ -308,11 +308,17 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
 
 
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
-           opts: ReconcileOptions) -> None:
-    """Give each report the objects `source` writes, read the Secrets it needs, and classify it."""
+           opts: ReconcileOptions, keep_live: bool = True) -> None:
+    """Give each report the objects its source writes, read the Secrets it needs, and classify it.
+
+    The source is `source`, except under `auto` for a datacenter whose live object uses one
+    (`keep_live`): auto never switches a datacenter that works, also where the datacenters of
+    one cluster differ (a switch interrupted half-way).
+    """
     def one(r: DatacenterReport) -> None:
-        r.config_source = source
-        r.desired, r.desired_secret = cdc.for_source(r.inline, source, cluster)
+        live = cdc.live_source(r.existing, cluster) if keep_live and opts.config_source == cdc.AUTO else None
+        r.config_source = live or source
+        r.desired, r.desired_secret = cdc.for_source(r.inline, r.config_source, cluster)
         # The Secret k8sctl writes, or the one the live datacenter names (to remove it when
         # switching to inline): always the same name for a datacenter.
         name = cdc.config_secret_name(cluster, r.name)
@@ -408,7 +414,7 @@ def _validate(items: list[DatacenterReport], client: kube.KubeClient, choice: So
                         choice.source = cdc.SECRET
                         choice.reason = (f"auto: the cluster's CassandraDatacenter CRD refuses an inline spec.config "
                                          f"(dry run of {r.name}); writing it through spec.configSecret")
-                        _shape(items, client, cdc.SECRET, cluster, opts)
+                        _shape(items, client, cdc.SECRET, cluster, opts, keep_live=False)
                         switched = True
                     else:
                         errors.append(_schema_error(r, e, what, opts))

@@ -697,3 +697,19 @@ def test_auto_switches_to_the_secret_when_a_replaced_crd_refuses_inline(crd_sand
         assert [(r.action, r.config_source) for r in result.datacenters] == [("unchanged", "secret")]
     finally:
         install_cassandradatacenter_crd(crd_admins[1], "production")
+
+
+def test_auto_keeps_each_datacenters_own_source_in_a_mixed_cluster(crd_sandbox, crd_admins, prefix):
+    doc = crd_demo(prefix, ("prod-1", "prod-1"), sizes=(1, 1))
+    apply_cluster(crd_admins, doc)
+    control = crd_sandbox.clusters[0]
+    result = run_reconcile(control, prefix, config_source="inline", gate=False)
+    assert [r.action for r in result.datacenters] == ["created", "created"]
+    # A switch to secret interrupted after dc1 (standing in for it: what that run would have
+    # applied to dc1, with k8sctl's field manager).
+    dc1, secret = cdc.for_source(result.datacenters[0].inline, cdc.SECRET, prefix)
+    crd_admins[1].apply(kube.SECRET, secret)
+    crd_admins[1].apply(cdc.RESOURCE, dc1)
+    result = run_reconcile(control, prefix)
+    assert [(r.action, r.config_source) for r in result.datacenters] == [("unchanged", "secret"),
+                                                                         ("unchanged", "inline")]
