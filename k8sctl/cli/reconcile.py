@@ -134,6 +134,9 @@ def _text(d: dict) -> None:
             out.print(e(f"{r['name']}: config Secret {r['namespace']}/{secret['name']} "
                         f"(key {', '.join(secret['keys'])}) {secret['action']}"))
     for r in d["datacenters"]:
+        if r.get("drift"):
+            out.print(e(f"{r['name']}: fields k8sctl owns were changed out of band, restored: {', '.join(r['drift'])}"))
+    for r in d["datacenters"]:
         if r.get("error"):
             out.print(f"[red]{e(r['name'])}:[/] {e(r['error'])}")
         if r.get("diff"):
