@@ -35,11 +35,16 @@ if [ "$changed" = true ]; then
   echo "ClientConfigs changed: k8ssandra-operator restarts itself to load them"
 fi
 
-# One reconcile pass, waiting for each new datacenter to become Ready before the next.
+# One reconcile pass, waiting for each new datacenter to become Ready before the next (a job
+# cancelled while it waits resumes waiting on its next run). The default --config-source auto
+# writes each cluster's config inline where its CassandraDatacenter CRD accepts it and through a
+# Secret (spec.configSecret) where it does not; a schema refusal fails before any write (exit 1).
 k8sctl reconcile "$K8SSANDRA_CLUSTER" --kubeconfig "$CONTROL_PLANE_KUBECONFIG" --wait --timeout 1800 -o json > reconcile.json
 python3 - <<'PY'
 import json
 d = json.load(open("reconcile.json"))
 for dc in d["datacenters"]:
-    print(f'{dc["context"] or "(control plane)"}/{dc["name"]}: {dc["action"]} ready={dc["ready"]}')
+    secret = f' (Secret {dc["configSecret"]["name"]}: {dc["configSecret"]["action"]})' if dc.get("configSecret") else ""
+    print(f'{dc["context"] or "(control plane)"}/{dc["name"]}: {dc["action"]} ready={dc["ready"]} '
+          f'config={dc["configSource"]}{secret}')
 PY

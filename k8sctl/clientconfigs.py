@@ -25,7 +25,7 @@ import yaml
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl import redact, tokens
+from k8sctl import redact, tokens, waiting
 from k8sctl.apis import clientconfig as api
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
 
@@ -101,10 +101,14 @@ def secret_manifest(name: str, namespace: str, kubeconfig_text: str) -> dict:
     }
 
 
-def clientconfig_manifest(name: str, namespace: str, api_version: str, context_name: str, secret_name: str) -> dict:
+def clientconfig_manifest(name: str, namespace: str, api_version: str, context_name: str, secret_name: str,
+                          token_source: str | None = None) -> dict:
+    metadata: dict = {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)}
+    if token_source:
+        # How the token was made, for `clientconfig rotate` (an annotation: no operator restart).
+        metadata["annotations"] = {api.TOKEN_SOURCE_ANNOTATION: token_source}
     return {
-        "apiVersion": f"{api.GROUP}/{api_version}", "kind": api.KIND,
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED_BY)},
+        "apiVersion": f"{api.GROUP}/{api_version}", "kind": api.KIND, "metadata": metadata,
         "spec": {"contextName": context_name, "kubeConfigSecret": {"name": secret_name}},
     }
 
@@ -143,7 +147,9 @@ def secret_action(existing: dict | None, desired: dict) -> str:
 def clientconfig_action(existing: dict | None, desired: dict) -> str:
     if existing is None:
         return "created"
-    return "unchanged" if not clientconfig_spec_changed(existing, desired) and is_managed(existing) else "updated"
+    same_source = api.token_source_of(existing) == api.token_source_of(desired)
+    same = not clientconfig_spec_changed(existing, desired) and is_managed(existing) and same_source
+    return "unchanged" if same else "updated"
 
 
 OPERATOR_RESTART_NOTE = ("k8ssandra-operator loads ClientConfigs at start-up: on this change it exits and its "
@@ -209,8 +215,7 @@ def complete(opts: CreateOptions, env: dict[str, str]) -> Completed:
         raise UsageError("--src-context is empty: give a context name or leave the option out")
     if not opts.src_kubeconfig and not opts.src_contexts:
         raise UsageError("pass --src-kubeconfig, --src-context, or both, to name the data-plane cluster(s)")
-    dest_paths = opts.dest_kubeconfig or kc.default_paths(env)
-    dest_doc = kc.load(dest_paths)
+    dest_doc = kc.load_or_in_cluster(opts.dest_kubeconfig, env)  # in a pod: its service account
     dest_view = kc.select_context(dest_doc, opts.dest_context, "the destination kubeconfig")
     if opts.src_kubeconfig:
         src_doc = kc.load([opts.src_kubeconfig])
@@ -298,11 +303,14 @@ class Registration:
     secret: dict = field(default_factory=dict, repr=False)
     clientconfig: dict = field(default_factory=dict, repr=False)
     previous_secret: dict | None = field(default=None, repr=False)
+    # The operator's stamps on the ClientConfig before our write (--wait-operator waits for new ones).
+    previous_operator_hashes: tuple = field(default=(None, None), repr=False)
     secret_action: str = ""
     clientconfig_action: str = ""
     restarts_operator: bool = False
     artifacts: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    operator: str | None = None  # --wait-operator: loaded, timeout, no change to load
 
     def summary(self, dest_namespace: str, dry_run: bool) -> dict:
         would = "would be " if dry_run else ""
@@ -319,7 +327,7 @@ class Registration:
                 {"kind": "Secret", "name": self.secret_name, "action": would + self.secret_action},
                 {"kind": "ClientConfig", "name": self.name, "action": would + self.clientconfig_action},
             ],
-            "restartsOperator": self.restarts_operator,
+            "restartsOperator": self.restarts_operator, "operator": self.operator,
             "artifacts": self.artifacts, "warnings": self.warnings,
         }
 
@@ -489,14 +497,16 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
                                  f"{o.serviceaccount}: delete or rename it") from None
     name = secret["metadata"]["name"]
     reg.token_secret = name
-    deadline = time.monotonic() + o.timeout
-    while not _decode(secret, "token"):
-        if time.monotonic() > deadline:
-            raise ClusterError(f"token Secret {ns}/{name} in {reg.source_context} was not filled within {o.timeout:.0f}s: "
-                               f"is kube-controller-manager's token controller running? (or use --token-source request)")
-        progress(f"waiting for the token controller to fill {ns}/{name}")
-        time.sleep(0.2)
-        secret = src.get(kube.SECRET, name, ns)
+    if not _decode(secret, "token"):
+        def filled() -> dict | None:
+            current = src.get(kube.SECRET, name, ns)
+            return current if _decode(current, "token") else None
+
+        secret = waiting.until(
+            filled, timeout=o.timeout, interval=0.2, progress=progress,
+            what=f"waiting for the token controller to fill {ns}/{name}",
+            message=f"token Secret {ns}/{name} in {reg.source_context} was not filled within {o.timeout:.0f}s: "
+                    f"is kube-controller-manager's token controller running? (or use --token-source request)")
     token = _decode(secret, "token").decode()
     redact.remember(token)
     return token, _decode(secret, "ca.crt")
@@ -676,7 +686,8 @@ def _decide(c: Completed, reg: Registration, dest: Destination) -> None:
     """The desired objects and what writing them means; refuses to take over objects k8sctl does not manage."""
     ns = c.dest_namespace
     reg.secret = secret_manifest(reg.secret_name, ns, kc.dump(reg.kubeconfig_doc))
-    reg.clientconfig = clientconfig_manifest(reg.name, ns, dest.version, reg.context_name, reg.secret_name)
+    reg.clientconfig = clientconfig_manifest(reg.name, ns, dest.version, reg.context_name, reg.secret_name,
+                                             reg.token_source)
     for kind, name, existing in (("Secret", reg.secret_name, dest.secret),
                                  ("ClientConfig", reg.name, dest.clientconfig)):
         if existing is not None and not is_managed(existing) and not c.opts.force:
@@ -684,6 +695,7 @@ def _decide(c: Completed, reg: Registration, dest: Destination) -> None:
                              f"app.kubernetes.io/managed-by=k8sctl): pass --force to take it over (for example from "
                              f"create-clientconfig.sh), or --name to register under another name")
     reg.previous_secret = dest.secret
+    reg.previous_operator_hashes = api.operator_hashes(dest.clientconfig)
     reg.secret_action = secret_action(dest.secret, reg.secret)
     reg.clientconfig_action = clientconfig_action(dest.clientconfig, reg.clientconfig)
     reg.restarts_operator = secret_data_changed(dest.secret, reg.secret) \

@@ -7,20 +7,19 @@ seeds, keyspace replication, decommissioning.
 """
 from __future__ import annotations
 
-import base64
 import copy
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from k8sctl.apis.cassandradatacenter import API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash
 from k8sctl.errors import UsageError
 
-API_VERSION = "cassandra.datastax.com/v1beta1"
-HASH_ANNOTATION = "k8ssandra.io/resource-hash"
-SKIP_USER_CREATION = "cassandra.datastax.com/skip-user-creation"
+__all__ = ["API_VERSION", "HASH_ANNOTATION", "SKIP_USER_CREATION", "DesiredDatacenter", "build_datacenters",
+           "canonical_hash", "cleanup_for_kubernetes", "coalesce", "merge", "quantity_bytes"]
+
 INITIAL_REPLICATION_ANNOTATION = "k8ssandra.io/initial-system-replication"
 
 # Fields only the cluster level (spec.cassandra) decides.
@@ -132,12 +131,6 @@ def parse_version(version: str) -> tuple[int, int, int]:
     if not m:
         raise UsageError(f"serverVersion {version!r} is not a version like 4.0.1")
     return int(m.group(1)), int(m.group(2)), int(m.group(3))
-
-
-def canonical_hash(obj: dict) -> str:
-    """sha256 of the canonical JSON (sorted keys, compact), base64 like the operator's annotation."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
-    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 # --- config ------------------------------------------------------------------
@@ -376,7 +369,7 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
         dc_spec.update({k: copy.deepcopy(v) for k, v in optional.items() if v not in (None, "", [], {})})
         obj = {
             "apiVersion": API_VERSION,
-            "kind": "CassandraDatacenter",
+            "kind": KIND,
             "metadata": {
                 "name": name,
                 "namespace": dc_meta.get("namespace") or kc_namespace,

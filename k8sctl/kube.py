@@ -35,20 +35,23 @@ class RequestStats:
     """Requests made by every client of this process (benchmarks read it)."""
 
     requests: int = 0
-    writes: int = 0
+    writes: int = 0      # requests that may change something (dry runs excluded)
+    dry_runs: int = 0    # writes sent with dryRun=All: checked by the server, stored nowhere
     by_method: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record(self, method: str) -> None:
+    def record(self, method: str, dry_run: bool = False) -> None:
         with self._lock:
             self.requests += 1
             self.by_method[method] = self.by_method.get(method, 0) + 1
-            if method in ("POST", "PUT", "PATCH", "DELETE"):
+            if dry_run:
+                self.dry_runs += 1
+            elif method in ("POST", "PUT", "PATCH", "DELETE"):
                 self.writes += 1
 
     def reset(self) -> None:
         with self._lock:
-            self.requests = self.writes = 0
+            self.requests = self.writes = self.dry_runs = 0
             self.by_method = {}
 
 
@@ -351,8 +354,9 @@ class KubeClient:
         idempotent = method == "GET" or (method == "PATCH" and content_type == APPLY_PATCH)
         deadline = min(self.deadline or float("inf"), time.monotonic() + RETRY_BUDGET)
         backoff = 0.1
+        dry_run = bool(query and query.get("dryRun"))
         while True:
-            self.stats.record(method)
+            self.stats.record(method, dry_run)
             try:
                 status, resp_headers, data = self._transport.send(method, url, headers, payload,
                                                                   timeout or self.timeout)
@@ -362,10 +366,13 @@ class KubeClient:
                     backoff = min(backoff * 2, 2.0)
                     continue
                 raise Unreachable(self._unreachable_message(cause), cause) from None
-            if idempotent and (status == 429 or status >= 500):
+            retry_after = resp_headers.get("Retry-After") or ""
+            # Transient: what the server marks so (Retry-After on a 429 or 5xx, as client-go reads
+            # it), and gateway answers. A plain 500 is an answer (e.g. an object the CRD's schema
+            # cannot decode): retrying it would only stall.
+            if idempotent and ((status == 429 or status >= 500) and retry_after or status in (502, 503, 504)):
                 # A quarter of Retry-After (at most 0.5 s), never less than the backoff: the case met
                 # here, a new CRD's storage initializing (Retry-After: 1), clears well within a second.
-                retry_after = resp_headers.get("Retry-After") or ""
                 wait = max(backoff, min(float(retry_after), 2.0) / 4) if retry_after.isdigit() else backoff
                 if _pause(wait, deadline):
                     backoff = min(backoff * 2, 2.0)

@@ -272,3 +272,53 @@ def ca_pem_of(cluster: dict) -> bytes | None:
         except OSError as e:
             raise UsageError(f"certificate-authority file {p} cannot be read ({e.strerror})") from None
     return None
+
+
+# --- in-cluster: the pod's service account, when there is no kubeconfig (as kubectl does) ---
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+IN_CLUSTER_CONTEXT = "in-cluster"
+
+
+def in_cluster(env: dict[str, str], sa_dir: Path | None = None) -> dict | None:
+    """A kubeconfig for the pod's own service account (KUBERNETES_SERVICE_HOST/PORT and the
+    mounted token, CA and namespace), or None outside a pod. Read once: a k8sctl run is short."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+    sa_dir = sa_dir or SERVICE_ACCOUNT_DIR
+    token_path = sa_dir / "token"
+    if not host or not port or not token_path.is_file():
+        return None
+    try:
+        token = token_path.read_text().strip()
+        ca = (sa_dir / "ca.crt").read_bytes() if (sa_dir / "ca.crt").is_file() else b""
+        namespace = (sa_dir / "namespace").read_text().strip() if (sa_dir / "namespace").is_file() else None
+    except OSError as e:
+        raise UsageError(f"the pod's service account files in {sa_dir} cannot be read ({e.strerror})") from None
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    cluster: dict = {"server": f"https://{host}:{port}"}
+    if ca.strip():
+        cluster["certificate-authority-data"] = base64.b64encode(ca).decode()
+    context: dict = {"cluster": IN_CLUSTER_CONTEXT, "user": IN_CLUSTER_CONTEXT}
+    if namespace:
+        context["namespace"] = namespace
+    return {
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": IN_CLUSTER_CONTEXT, "cluster": cluster}],
+        "users": [{"name": IN_CLUSTER_CONTEXT, "user": {"token": token}}],
+        "contexts": [{"name": IN_CLUSTER_CONTEXT, "context": context}],
+        "current-context": IN_CLUSTER_CONTEXT,
+    }
+
+
+def load_or_in_cluster(explicit: list[Path], env: dict[str, str], sa_dir: Path | None = None) -> dict:
+    """The user's kubeconfig: `explicit` (--kubeconfig), else $KUBECONFIG or ~/.kube/config, else,
+    when none of those exists and this runs in a pod, the pod's service account."""
+    if explicit:
+        return load(explicit)
+    paths = default_paths(env)
+    if not any(p.exists() for p in paths):
+        doc = in_cluster(env, sa_dir)
+        if doc is not None:
+            return doc
+    return load(paths)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass, field
 
 import yaml
 
@@ -22,6 +23,11 @@ KUBECONFIG_KEY = "kubeconfig"
 # Stamped by the operator when it loads a ClientConfig (controllers/config/clientconfig_controller.go).
 RESOURCE_HASH_ANNOTATION = "k8ssandra.io/resource-hash"
 SECRET_HASH_ANNOTATION = "k8ssandra.io/secret-hash"
+# Recorded by k8sctl at creation: how the stored token was made ("secret": a legacy token
+# Secret, revocable by deleting it; "request": TokenRequest, bound and expiring), so that
+# `clientconfig rotate` makes the new one the same way. Annotation-only: no operator restart.
+TOKEN_SOURCE_ANNOTATION = "k8sctl/token-source"
+TOKEN_SOURCES = ("secret", "request")
 
 
 class BrokenClientConfig(ClusterError):
@@ -72,32 +78,85 @@ def get_with_version(client: kube.KubeClient, name: str, namespace: str,
     return served[0], client.get_or_none(resource(served[0]), name, namespace)
 
 
+@dataclass
+class StoredKubeconfig:
+    """What a ClientConfig's Secret holds, looked at without network and without trusting it.
+
+    `problem` makes it unusable (the operator exits at start-up on it); `notes` are
+    oddities that do not (several contexts). `view` is set whenever the context resolves,
+    even when refused, so a listing can still name its server and kind of credentials.
+    """
+
+    doc: dict | None = None
+    view: kc.ContextView | None = None
+    problem: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None and self.doc is not None
+
+    @property
+    def token(self) -> str | None:
+        token = (self.view.user.get("token") if self.view else None) if self.usable else None
+        return str(token).strip() if token else None
+
+
+def inspect_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str) -> StoredKubeconfig:
+    """The one parser of a ClientConfig's Secret: every problem named (never the content). Pure."""
+    if secret is None:
+        return StoredKubeconfig(problem=f"Secret {secret_ref} not found")
+    raw = (secret.get("data") or {}).get(KUBECONFIG_KEY)
+    if not raw:
+        return StoredKubeconfig(problem=f"Secret {secret_ref} has no {KUBECONFIG_KEY!r} key")
+    try:
+        doc = yaml.safe_load(base64.b64decode(raw, validate=True))
+    except (binascii.Error, ValueError):
+        return StoredKubeconfig(problem=f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid base64")
+    except yaml.YAMLError:
+        return StoredKubeconfig(problem=f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid YAML")
+    if not isinstance(doc, dict):
+        return StoredKubeconfig(problem=f"Secret {secret_ref} does not hold a kubeconfig")
+    try:
+        view = kc.select_context(doc, context, f"the kubeconfig in Secret {secret_ref}")
+    except Exception as e:  # UsageError from the kubeconfig checks: a problem of the stored data
+        return StoredKubeconfig(problem=str(e))
+    notes = []
+    names = kc.context_names(doc)
+    if len(names) > 1:
+        notes.append(f"the kubeconfig holds {len(names)} contexts; the operator uses only {context!r}")
+    problem = kc.stored_kubeconfig_problem(view)
+    if problem:
+        return StoredKubeconfig(view=view, problem=f"the kubeconfig in Secret {secret_ref} is refused: {problem}",
+                                notes=notes)
+    return StoredKubeconfig(doc=doc, view=view, notes=notes)
+
+
 def parse_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str) -> dict:
     """The kubeconfig a ClientConfig's Secret holds, checked for `context` and for inline credentials only.
 
     Pure; every problem is a BrokenClientConfig whose message names it (never the content).
     """
-    if secret is None:
-        raise BrokenClientConfig(f"Secret {secret_ref} not found")
-    raw = (secret.get("data") or {}).get(KUBECONFIG_KEY)
-    if not raw:
-        raise BrokenClientConfig(f"Secret {secret_ref} has no {KUBECONFIG_KEY!r} key")
-    try:
-        doc = yaml.safe_load(base64.b64decode(raw, validate=True))
-    except (binascii.Error, ValueError):
-        raise BrokenClientConfig(f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid base64") from None
-    except yaml.YAMLError:
-        raise BrokenClientConfig(f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid YAML") from None
-    if not isinstance(doc, dict):
-        raise BrokenClientConfig(f"Secret {secret_ref} does not hold a kubeconfig")
-    try:
-        view = kc.select_context(doc, context, f"the kubeconfig in Secret {secret_ref}")
-    except Exception as e:  # UsageError from the kubeconfig checks: a problem of the stored data
-        raise BrokenClientConfig(str(e)) from None
-    problem = kc.stored_kubeconfig_problem(view)
-    if problem:
-        raise BrokenClientConfig(f"the kubeconfig in Secret {secret_ref} is refused: {problem}")
-    return doc
+    stored = inspect_stored_kubeconfig(secret, secret_ref, context)
+    if stored.problem:
+        raise BrokenClientConfig(stored.problem)
+    return stored.doc
+
+
+def operator_hashes(cc: dict | None) -> tuple[str | None, str | None]:
+    """The operator's (resource-hash, secret-hash) stamps on a ClientConfig: both set once it loaded it."""
+    annotations = ((cc or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(RESOURCE_HASH_ANNOTATION), annotations.get(SECRET_HASH_ANNOTATION)
+
+
+def operator_loaded(cc: dict | None) -> bool:
+    return all(operator_hashes(cc))
+
+
+def token_source_of(cc: dict | None) -> str | None:
+    """How k8sctl made the stored token, as recorded at creation (None for older ClientConfigs)."""
+    value = (((cc or {}).get("metadata") or {}).get("annotations") or {}).get(TOKEN_SOURCE_ANNOTATION)
+    return value if value in TOKEN_SOURCES else None
 
 
 def read_stored_kubeconfig(client: kube.KubeClient, cc: dict, namespace: str) -> dict:

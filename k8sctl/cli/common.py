@@ -8,7 +8,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
@@ -134,3 +136,105 @@ def env() -> dict[str, str]:
 
 
 OutputOption = typer.Option(Output.text, "-o", "--output", help="Output format: text for people, json or yaml for scripts.")
+
+
+# --- connection options: one set for every command that talks to the control plane ---------
+# Like kubectl's ConfigFlags: declared once here, parsed once by `connect` into a Connection.
+
+KubeconfigOption = typer.Option(None, "--kubeconfig", help="Control-plane kubeconfig (default: $KUBECONFIG, then "
+                                "~/.kube/config, then the pod's service account).")
+ContextOption = typer.Option(None, "--context", help="Control-plane context (default: current-context).")
+NamespaceOption = typer.Option(None, "-n", "--namespace", help="Namespace of the ClientConfigs (default: the "
+                               "context's, else k8ssandra-operator).")
+RequestTimeoutOption = typer.Option(None, "--request-timeout", help="Time to wait for each API request, like "
+                                    "kubectl: 30s, 1m (default: 5s to connect, 30s to answer; 0: no limit).")
+
+
+@dataclass
+class Connection:
+    """The control plane as the connection options name it: kubeconfig, context, namespace, timeout."""
+
+    doc: dict
+    context: str
+    namespace: str
+    timeout: tuple[float | None, float | None]
+
+    def client(self):
+        """A new KubeClient for the context (a context manager; the caller closes it)."""
+        from k8sctl import kube
+
+        return kube.KubeClient(self.doc, self.context, timeout=self.timeout, source="the control-plane kubeconfig")
+
+
+def connect(kubeconfig: Optional[Path], context: Optional[str], namespace: Optional[str],
+            request_timeout: Optional[str]) -> Connection:
+    """Parse the connection options (and the kubeconfig) into a Connection: the one place that does."""
+    from k8sctl import durations, kube
+    from k8sctl import kubeconfig as kc
+    from k8sctl.clientconfigs import DEFAULT_NAMESPACE
+    from k8sctl.errors import UsageError
+
+    if namespace is not None and not namespace.strip():
+        raise UsageError("--namespace is empty: give a namespace or leave the option out")
+    timeout: tuple[float | None, float | None] = kube.DEFAULT_TIMEOUT
+    if request_timeout is not None:
+        seconds = durations.parse(request_timeout, "--request-timeout")
+        timeout = (None, None) if seconds == 0 else (min(seconds, kube.DEFAULT_TIMEOUT[0]), seconds)
+    doc = kc.load_or_in_cluster([kubeconfig.expanduser()] if kubeconfig else [], env())
+    view = kc.select_context(doc, context, "the control-plane kubeconfig")
+    return Connection(doc, view.name, namespace or view.namespace or DEFAULT_NAMESPACE, timeout)
+
+
+
+class Spinner:
+    """A spinner on stderr when it is a terminal; silent otherwise (CI logs stay clean)."""
+
+    def __init__(self, text: str):
+        self._status = console().status(text, spinner="dots") if sys.stderr.isatty() else None
+
+    def __enter__(self) -> Spinner:
+        if self._status:
+            self._status.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._status:
+            self._status.stop()
+
+    def update(self, text: str) -> None:
+        if self._status:
+            from rich.markup import escape
+
+            self._status.update(escape(text))
+
+
+WAIT_OPERATOR_DEFAULT = "5m"
+WaitOperatorOption = typer.Option(None, "--wait-operator", metavar="[=TIMEOUT]",
+                                  help=f"After a change, wait until k8ssandra-operator has loaded it (default "
+                                       f"{WAIT_OPERATOR_DEFAULT}; --wait-operator=90s for another limit).")
+
+
+def optional_value(option: str, default: str):
+    """A command class that lets `option` be given bare (meaning `default`) or as `option=VALUE`,
+    like kubectl's --dry-run[=...]; typer itself has no optional option values."""
+    from typer.core import TyperCommand
+
+    class Command(TyperCommand):
+        def parse_args(self, ctx, args):
+            cut = args.index("--") if "--" in args else len(args)
+            args = [f"{option}={default}" if a == option and i < cut else a for i, a in enumerate(args)]
+            return super().parse_args(ctx, args)
+
+    return Command
+
+
+def wait_seconds(value: Optional[str], flag: str = "--wait-operator") -> Optional[float]:
+    from k8sctl import durations
+    from k8sctl.errors import UsageError
+
+    if value is None:
+        return None
+    seconds = durations.parse(value, flag)
+    if seconds <= 0:
+        raise UsageError(f"{flag} must be a positive duration like 90s or 5m")
+    return seconds

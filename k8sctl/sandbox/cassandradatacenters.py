@@ -5,11 +5,10 @@ datacenter's pods are up, so that what waits for Ready (reconcile's gating) can 
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 
 from k8sctl import kube
-from k8sctl.reconcile import ready_state  # the CassandraDatacenter's Ready rule has one home
+from k8sctl.apis.cassandradatacenter import ready_state, ready_status  # the API's home for its status rules
 from k8sctl.sandbox.cluster import admin_clients
 
 _ALL_DATACENTERS = "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters"  # every namespace
@@ -22,14 +21,6 @@ def list_datacenters(directory: Path) -> list[dict]:
             rows.append({"context": c.context, "namespace": dc["metadata"]["namespace"], "name": dc["metadata"]["name"],
                          "size": dc["spec"].get("size"), "ready": bool(ready_state(dc)[0])})
     return rows
-
-
-def ready_status(dc: dict) -> dict:
-    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"cassandraOperatorProgress": "Ready", "observedGeneration": dc["metadata"].get("generation", 1),
-            "conditions": [{"type": "Ready", "status": "True", "reason": "SandboxStandIn",
-                            "message": "marked Ready by k8sctl sandbox (no cass-operator runs here)",
-                            "lastTransitionTime": now}]}
 
 
 def mark_ready(directory: Path) -> list[str]:

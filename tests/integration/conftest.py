@@ -8,6 +8,10 @@ Clusters (contexts kind-k8ssandra-<i>):
   6     prepared like 0..3 but with cass-operator's unpatched CassandraDatacenter CRD
         (its raw config/crd/bases file: spec.config a byte string, as some installs have it)
 Tests isolate themselves by namespace or by object name.
+
+`crd_sandbox` is a second, smaller sandbox whose CassandraDatacenter CRDs are the real
+ones (production and unpatched): swapping a CRD in the shared one would change what
+every other test sees.
 """
 from __future__ import annotations
 
@@ -115,6 +119,50 @@ def _kubeconfig_credentials(raw: bytes):
             for key in ("token", "client-key-data"):
                 if isinstance(user.get(key), str):
                     yield user[key]
+
+
+@pytest.fixture(scope="session")
+def crd_sandbox(tmp_path_factory, control_plane_binaries):
+    """3 clusters: 0 the control plane, 1 with the production CassandraDatacenter CRD, 2 with the unpatched one.
+
+    Cluster 1 is registered in cluster 0 under the contexts prod-1..3, cluster 2 under
+    unpatched-1..3 (one ClientConfig each), so the three-datacenter demo can go to three
+    contexts of either form.
+    """
+    from k8sctl import clientconfigs
+
+    directory = tmp_path_factory.mktemp("crd-sandbox")
+    state = cluster.up(directory, 3, control_plane_binaries, prefix="crd")
+    try:
+        # The vendored CRDs, each cluster with its CassandraDatacenter form, applied once.
+        forms = ("production", "production", "unpatched")
+        with ThreadPoolExecutor(max_workers=len(forms)) as pool:
+            for f in [pool.submit(crds_and_identity.install, c.kubeconfig, c.context, form)
+                      for c, form in zip(state.clusters, forms)]:
+                f.result()
+        for index, alias in ((1, "prod"), (2, "unpatched")):
+            c = state.clusters[index]
+            for n in (1, 2, 3):
+                opts = clientconfigs.CreateOptions(
+                    src_kubeconfig=Path(c.kubeconfig), dest_kubeconfig=[Path(state.clusters[0].kubeconfig)],
+                    in_cluster_kubeconfig=Path(c.in_cluster_kubeconfig), name=f"{alias}-{n}",
+                    context_name=f"{alias}-{n}", output_dir=directory / "clientconfigs")
+                done = clientconfigs.complete(opts, {})
+                clientconfigs.validate(done)
+                clientconfigs.run(done)
+        with guarded(state):
+            yield state
+    finally:
+        cluster.down(directory)
+
+
+@pytest.fixture(scope="session")
+def crd_admins(crd_sandbox):
+    """Admin client of every cluster of crd_sandbox, by index."""
+    clients = [admin_client(c) for c in crd_sandbox.clusters]
+    yield clients
+    for c in clients:
+        c.close()
 
 
 def _as_v1alpha1(crd: dict) -> dict:

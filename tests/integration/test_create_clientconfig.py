@@ -133,7 +133,10 @@ def test_token_request_and_rotation_update_in_place(cli, admins):
     finally:
         stop.set()
         watcher.join()
-    assert actions(doc) == ["updated", "unchanged"]
+    # The ClientConfig's recorded token source changes too (an annotation: the operator ignores it).
+    assert actions(doc) == ["updated", "updated"]
+    assert admins[0].get(kube.clientconfig_resource("v1beta1"), "rotate", OPERATOR_NS)["metadata"]["annotations"][
+        "k8sctl/token-source"] == "request"
     assert doc["registrations"][0]["tokenExpiry"]
     assert absent == [] and kube.STATS.by_method.get("DELETE", 0) == 0
     after = admins[0].get(kube.SECRET, "rotate-config", OPERATOR_NS)

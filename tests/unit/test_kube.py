@@ -121,10 +121,14 @@ def scripted():
 
 
 def test_idempotent_requests_survive_a_reset_and_5xx(scripted):
-    server = scripted("reset", 503, 500, 200)
+    server = scripted("reset", 503, 502, 200)
     client = server.client()
     assert client.request("GET", "/api") == {"kind": "Status", "message": "scripted"}
     assert server.seen == ["GET"] * 4
+    server = scripted(500, 200)  # a plain 500 is an answer, not a passing fault
+    with pytest.raises(kube.ApiError, match="500"):
+        server.client().request("GET", "/api")
+    assert server.seen == ["GET"]
     server = scripted("reset", 200)
     client = server.client()
     client.apply(kube.SECRET, {"metadata": {"name": "s", "namespace": "n"}})
