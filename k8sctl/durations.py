@@ -25,6 +25,14 @@ def parse(text: str, flag: str) -> float:
     return seconds
 
 
+def parse_positive(text: str, flag: str) -> float:
+    """Like `parse`, but zero is refused too: for limits, where zero would fail everything at once."""
+    seconds = parse(text, flag)
+    if seconds == 0:
+        raise UsageError(f"{flag} {text!r} must be more than zero, like 5s or 1m")
+    return seconds
+
+
 def show(seconds: float) -> str:
     """A short human form: 45s, 12m, 3h10m, 6d4h."""
     s = int(round(seconds))

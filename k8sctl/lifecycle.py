@@ -7,6 +7,8 @@ No token ever leaves this module in a result: only its kind, its expiry and its 
 """
 from __future__ import annotations
 
+import math
+
 import base64
 import copy
 import time
@@ -364,8 +366,10 @@ class RotateOptions:
             raise UsageError("name one ClientConfig or more, or pass --all (not both)")
         if self.src_context and len(self.names) != 1:
             raise UsageError("--src-context names one cluster: give a single ClientConfig name with it")
-        if self.token_timeout <= 0:
-            raise UsageError("--timeout must be a positive number of seconds")
+        if not math.isfinite(self.token_timeout) or self.token_timeout <= 0:
+            raise UsageError(f"--timeout must be a positive number of seconds (got {self.token_timeout})")
+        if any(not n.strip() for n in self.names):
+            raise UsageError("a ClientConfig name is empty: give the names of existing ClientConfigs")
 
 
 @dataclass

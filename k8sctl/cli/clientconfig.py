@@ -155,7 +155,7 @@ def list_cmd(
     from k8sctl import durations, lifecycle
 
     conn = connect(kubeconfig, context, namespace, request_timeout)
-    seconds = durations.parse(timeout, "--timeout")
+    seconds = durations.parse_positive(timeout, "--timeout")
     with conn.client() as client, Spinner("reading ClientConfigs") as spinner:
         listing = lifecycle.list_clientconfigs(client, conn.namespace, live=check, timeout=seconds,
                                                progress=spinner.update)
@@ -175,7 +175,7 @@ def verify_cmd(
     from k8sctl import durations, lifecycle
 
     conn = connect(kubeconfig, context, namespace, request_timeout)
-    seconds = durations.parse(timeout, "--timeout")
+    seconds = durations.parse_positive(timeout, "--timeout")
     with conn.client() as client, Spinner("verifying ClientConfigs") as spinner:
         listing = lifecycle.list_clientconfigs(client, conn.namespace, names=list(names or []), live=True,
                                                timeout=seconds, progress=spinner.update)
@@ -243,7 +243,10 @@ def delete_cmd(
 ) -> None:
     """Delete a ClientConfig, then its Secret when k8sctl manages it; refused while a datacenter uses it."""
     from k8sctl import lifecycle
+    from k8sctl.errors import UsageError
 
+    if not name.strip():
+        raise UsageError("the ClientConfig name is empty: give the name of one (clientconfig delete NAME)")
     opts = lifecycle.DeleteOptions(name=name, force=force, revoke=revoke, dry_run=dry_run,
                                    src_kubeconfig=src_kubeconfig.expanduser() if src_kubeconfig else None,
                                    src_context=src_context, wait_operator=wait_seconds(wait_operator),

@@ -7,7 +7,18 @@ from typing import Optional
 
 import typer
 
-from k8sctl.cli.common import Globals, Output, OutputOption, console, env, handle_errors, render
+from k8sctl.cli.common import (
+    ContextOption,
+    Globals,
+    KubeconfigOption,
+    Output,
+    OutputOption,
+    RequestTimeoutOption,
+    connect,
+    console,
+    handle_errors,
+    render,
+)
 
 
 class ConfigSource(str, enum.Enum):
@@ -23,9 +34,10 @@ def register(app: typer.Typer) -> None:
 @handle_errors
 def reconcile(
     name: str = typer.Argument(..., help="The K8ssandraCluster to reconcile."),
-    kubeconfig: Optional[Path] = typer.Option(None, "--kubeconfig", help="Control-plane kubeconfig (default: $KUBECONFIG, then ~/.kube/config)."),
-    context: Optional[str] = typer.Option(None, "--context", help="Control-plane context (default: current-context)."),
+    kubeconfig: Optional[Path] = KubeconfigOption,
+    context: Optional[str] = ContextOption,
     namespace: Optional[str] = typer.Option(None, "-n", "--namespace", help="The K8ssandraCluster's namespace (default: the context's, else k8ssandra-operator)."),
+    request_timeout: Optional[str] = RequestTimeoutOption,
     clientconfig_namespace: Optional[str] = typer.Option(None, "--clientconfig-namespace", help="Where the ClientConfigs are (default: the K8ssandraCluster's namespace)."),
     force_conflicts: bool = typer.Option(False, "--force-conflicts", help="Take fields owned by another field manager."),
     wait: bool = typer.Option(False, "--wait", help="Wait for each datacenter to become Ready, in order, creating the next once the earlier ones are (a run interrupted while waiting resumes when run again)."),
@@ -40,21 +52,23 @@ def reconcile(
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
     from rich.markup import escape
 
-    from k8sctl import kube
-    from k8sctl import kubeconfig as kc
+    import math
+
     from k8sctl import reconcile as rec
     from k8sctl.cache import ClientCache
-    from k8sctl.clientconfigs import DEFAULT_NAMESPACE
     from k8sctl.errors import UsageError
 
-    if timeout <= 0:
-        raise UsageError("--timeout must be positive")
+    if not name.strip():
+        raise UsageError("the K8ssandraCluster name is empty: give the name of one (reconcile NAME)")
+    if not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"--timeout must be a positive number of seconds (got {timeout})")
+    if clientconfig_namespace is not None and not clientconfig_namespace.strip():
+        raise UsageError("--clientconfig-namespace is empty: give a namespace or leave the option out")
     if show_secrets and not dry_run:
         raise UsageError("--show-secrets only applies to --dry-run (a real run prints no Secret content)")
-    doc = kc.load([kubeconfig.expanduser()] if kubeconfig else kc.default_paths(env()))
-    view = kc.select_context(doc, context)
-    ns = namespace or view.namespace or DEFAULT_NAMESPACE
-    local = kube.KubeClient(doc, view.name)
+    conn = connect(kubeconfig, context, namespace, request_timeout)
+    ns = conn.namespace
+    local = conn.client()
     status = console().status("reading ClientConfigs", spinner="dots")
     status.start()
     try:
