@@ -55,6 +55,12 @@ def _parse(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=loader)
 
 
+def parsed(path: Path) -> dict:
+    """One CRD file as a document, parsed once per process: callers must not modify it (copy first)."""
+    with _PARSE_LOCK:
+        return _parse(path)
+
+
 def crd_documents(cassandradatacenter_crd: str = DEFAULT_CASSANDRADATACENTER_CRD) -> list[dict]:
     """The CRDs as documents, parsed once per process: callers must not modify them (copy first)."""
     files = crd_files(cassandradatacenter_crd)
