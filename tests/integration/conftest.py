@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -55,10 +56,34 @@ def sandbox(tmp_path_factory, control_plane_binaries) -> cluster.SandboxState:
             done.append(pool.submit(_prepare_v1alpha1, state.clusters[V1ALPHA1]))
             for f in done:
                 f.result()
-        with guarded(state):
-            yield state
+        yield state
     finally:
         cluster.down(directory)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_sandbox_guarded():
+    """Every sandbox a test starts (fixtures, tests, `sandbox up` through CliRunner) has its
+    credentials registered with the leak guard from `up` to `down`."""
+    original_up, original_down = cluster.up, cluster.down
+    guards: dict[str, guarded] = {}
+
+    def up(directory, *args, **kwargs):
+        state = original_up(directory, *args, **kwargs)
+        guards[str(Path(state.directory).resolve())] = guarded(state).__enter__()
+        return state
+
+    def down(directory, *args, **kwargs):
+        guard = guards.pop(str(Path(directory).resolve()), None)
+        if guard is not None:
+            guard.__exit__(None, None, None)
+        return original_down(directory, *args, **kwargs)
+
+    cluster.up, cluster.down = up, down  # type: ignore[assignment]
+    yield
+    cluster.up, cluster.down = original_up, original_down  # type: ignore[assignment]
+    for guard in guards.values():
+        guard.__exit__(None, None, None)
 
 
 def _prepare_v1alpha1(c: cluster.ClusterInfo) -> None:
@@ -79,8 +104,9 @@ class guarded:
 
     def __init__(self, state: cluster.SandboxState):
         # Their own request count: the guard's reads must not show in tests that count requests.
-        self.clients = [kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context, stats=kube.RequestStats())
-                        for c in state.clusters]
+        # Short limits: a test may have made a cluster slow or silent on purpose.
+        self.clients = [kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context, stats=kube.RequestStats(),
+                                        timeout=(2.0, 5.0)) for c in state.clusters]
         for c in state.clusters:
             user = kc.read_file(Path(c.kubeconfig))["users"][0]["user"]
             leakguard.add(user.get("client-key-data"), base64.b64decode(user.get("client-key-data", "")))
@@ -96,6 +122,7 @@ class guarded:
 
     def credentials(self):
         for client in self.clients:
+            client.deadline = time.monotonic() + 5.0
             try:
                 secrets = client.request("GET", "/api/v1/secrets").get("items", [])
             except kube.ClusterError:
@@ -150,10 +177,34 @@ def crd_sandbox(tmp_path_factory, control_plane_binaries):
                 done = clientconfigs.complete(opts, {})
                 clientconfigs.validate(done)
                 clientconfigs.run(done)
-        with guarded(state):
-            yield state
+        yield state
     finally:
         cluster.down(directory)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _every_sandbox_guarded():
+    """Every sandbox a test starts (fixtures, tests, `sandbox up` through CliRunner) has its
+    credentials registered with the leak guard from `up` to `down`."""
+    original_up, original_down = cluster.up, cluster.down
+    guards: dict[str, guarded] = {}
+
+    def up(directory, *args, **kwargs):
+        state = original_up(directory, *args, **kwargs)
+        guards[str(Path(state.directory).resolve())] = guarded(state).__enter__()
+        return state
+
+    def down(directory, *args, **kwargs):
+        guard = guards.pop(str(Path(directory).resolve()), None)
+        if guard is not None:
+            guard.__exit__(None, None, None)
+        return original_down(directory, *args, **kwargs)
+
+    cluster.up, cluster.down = up, down  # type: ignore[assignment]
+    yield
+    cluster.up, cluster.down = original_up, original_down  # type: ignore[assignment]
+    for guard in guards.values():
+        guard.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
