@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import os
+import json
 import signal
 import socket
 import stat
@@ -13,9 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.cli import app
 from k8sctl.errors import SandboxError, UsageError
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, processes
 
@@ -254,14 +257,33 @@ def test_each_kubernetes_version_runs_the_k8ssandra_preparation(tmp_path, minor)
                     f"'k8sctl sandbox binaries --kubernetes-version {minor}' (about 7 minutes on 2 cores)")
     bins = binaries.ensure(allow_build=False, kubernetes_version=release)
     d = tmp_path / f"k8s-{minor}"
-    state = cluster.up(d, 1, bins)
+    state = cluster.up(d, 3, bins)
     try:
-        c = state.clusters[0]
-        crds_and_identity.install(c.kubeconfig, c.context)
-        admin = admin_client(c)
+        for c, form in zip(state.clusters, ("production", "production", "unpatched")):
+            crds_and_identity.install(c.kubeconfig, c.context, form)
+        admin = admin_client(state.clusters[0])
         assert admin.request("GET", "/version")["gitVersion"] == release
         assert admin.api_versions("k8ssandra.io") == ["v1alpha1"]
         assert admin.whoami() == "admin"
+        # The workflows themselves on this version: register both data planes, reconcile a
+        # two-datacenter cluster (one per CassandraDatacenter CRD form), a second run writes nothing.
+        runner = CliRunner()
+        for c in state.clusters[1:]:
+            r = runner.invoke(app, ["create-clientconfig", "--src-kubeconfig", c.kubeconfig, "--in-cluster-kubeconfig",
+                                    c.in_cluster_kubeconfig, "--dest-kubeconfig", state.clusters[0].kubeconfig])
+            assert r.exit_code == 0, r.output
+        doc = yaml.safe_load((Path(__file__).parent.parent / "fixtures" / "k8ssandracluster-demo.yaml").read_text())
+        doc["metadata"]["namespace"] = crds_and_identity.OPERATOR_NAMESPACE
+        doc["spec"]["cassandra"]["datacenters"] = [{"metadata": {"name": f"dc{i}"}, "k8sContext": c.context, "size": 1}
+                                                   for i, c in enumerate(state.clusters[1:], start=1)]
+        admin.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+        argv = ["reconcile", "demo", "--kubeconfig", state.clusters[0].kubeconfig, "--no-gate", "-o", "json"]
+        first = json.loads(runner.invoke(app, argv).stdout)
+        assert [(d["action"], d["configSource"]) for d in first["datacenters"]] == [
+            ("created", "inline"), ("created", "secret")]
+        again = json.loads(runner.invoke(app, argv).stdout)
+        assert [d["action"] for d in again["datacenters"]] == ["unchanged", "unchanged"]
+        admin.close()
     finally:
         cluster.down(d)
 
