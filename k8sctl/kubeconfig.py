@@ -186,7 +186,7 @@ def is_server_url(server: str, schemes: tuple[str, ...] = ("http", "https")) -> 
     """Whether `server` is SCHEME://HOST[:PORT] with a valid port."""
     try:
         parts = urlsplit(str(server))
-        parts.port  # raises on an out-of-range or non-numeric port
+        _ = parts.port  # reading it raises on an out-of-range or non-numeric port
     except ValueError:
         return False
     return parts.scheme in schemes and bool(parts.hostname) and " " not in str(server)

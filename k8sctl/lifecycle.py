@@ -7,10 +7,9 @@ No token ever leaves this module in a result: only its kind, its expiry and its 
 """
 from __future__ import annotations
 
-import math
-
 import base64
 import copy
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +33,18 @@ _MAX_PARALLEL = 32  # checks are I/O-bound: 20 clusters in one wave
 # --- tokens: what the claims say (decoded locally, never verified, never shown) -------------
 
 @dataclass(frozen=True)
+class ServiceAccountRef:
+    """The service account a token is for."""
+
+    namespace: str
+    name: str
+
+    @property
+    def subject(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+
+@dataclass(frozen=True)
 class TokenFacts:
     namespace: str | None
     service_account: str | None
@@ -42,10 +53,16 @@ class TokenFacts:
     issued_at: float | None
 
     @property
-    def subject(self) -> str | None:
+    def account(self) -> ServiceAccountRef | None:
+        """The service account, when the claims name both its namespace and its name."""
         if self.namespace and self.service_account:
-            return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+            return ServiceAccountRef(self.namespace, self.service_account)
         return None
+
+    @property
+    def subject(self) -> str | None:
+        account = self.account
+        return account.subject if account else None
 
     @property
     def inferred_source(self) -> str:
@@ -55,7 +72,9 @@ class TokenFacts:
 
 def token_facts(token: str | None) -> TokenFacts:
     claims = tokens.jwt_claims(token or "") or {}
-    bound = claims.get("kubernetes.io") if isinstance(claims.get("kubernetes.io"), dict) else {}
+    bound = claims.get("kubernetes.io")
+    if not isinstance(bound, dict):
+        bound = {}
     ns = claims.get("kubernetes.io/serviceaccount/namespace") or bound.get("namespace")
     sa = claims.get("kubernetes.io/serviceaccount/service-account.name") \
         or (bound.get("serviceaccount") or {}).get("name")
@@ -223,7 +242,8 @@ def check(entry: Entry, timeout: float, stats: kube.RequestStats | None = None) 
     pair = ThreadPoolExecutor(max_workers=2)
     client = None
     try:
-        client = kube.KubeClient(entry.stored.doc, entry.context, timeout=(timeout, timeout), trusted=False,
+        doc, _ = entry.stored.usable_kubeconfig()
+        client = kube.KubeClient(doc, entry.context, timeout=(timeout, timeout), trusted=False,
                                  source=f"the kubeconfig of ClientConfig {entry.name}", stats=stats)
         who = pair.submit(client.whoami)
         access = pair.submit(client.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
@@ -373,6 +393,17 @@ class RotateOptions:
 
 
 @dataclass
+class _Rotated:
+    """What revoking the old token and waiting for the operator need of a rotated ClientConfig (in memory only)."""
+
+    entry: Entry
+    src: kube.KubeClient
+    old_doc: dict
+    minted_at: float
+    before_hashes: tuple[str | None, str | None]
+
+
+@dataclass
 class Rotation:
     name: str
     context: str
@@ -389,12 +420,10 @@ class Rotation:
     both_valid_seconds: float | None = None
     revoked_after_seconds: float | None = None  # from minting the new token to deleting the old token Secret
     operator: str | None = None
-    # In memory only (never in a result): what revocation needs.
-    _entry: Entry | None = field(default=None, repr=False)
+    # In memory only (never in a result): the source client (closed by `rotate`), and what revocation
+    # needs, set together with action "rotated".
     _src: kube.KubeClient | None = field(default=None, repr=False)
-    _old_doc: dict | None = field(default=None, repr=False)
-    _minted_at: float = field(default=0.0, repr=False)
-    _before_hashes: tuple = field(default=(None, None), repr=False)
+    _rotated: _Rotated | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "context": self.context, "action": self.action, "reason": self.reason,
@@ -418,13 +447,14 @@ def _source_client(opts: RotateOptions, entry: Entry, src_doc: dict | None) -> t
                              f"--src-context")
         return kube.KubeClient(src_doc, context, str(opts.src_kubeconfig.parent) if opts.src_kubeconfig else "",
                                source="the source kubeconfig"), f"--src-kubeconfig context {context}"
-    return kube.KubeClient(entry.stored.doc, entry.context, trusted=False,
+    doc, _ = entry.stored.usable_kubeconfig()
+    return kube.KubeClient(doc, entry.context, trusted=False,
                            source=f"the kubeconfig of ClientConfig {entry.name}"), "the stored credentials"
 
 
-def _mint_secret_token(src: kube.KubeClient, facts: TokenFacts, timeout: float,
+def _mint_secret_token(src: kube.KubeClient, account: ServiceAccountRef, timeout: float,
                        progress: Progress) -> tuple[str, str]:
-    ns, sa = facts.namespace, facts.service_account
+    ns, sa = account.namespace, account.name
     secret = src.create(kube.SECRET, {
         "apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
         "metadata": {"generateName": f"{sa}-token-", "namespace": ns, "labels": dict(MANAGED_BY),
@@ -486,13 +516,15 @@ def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_
     if not entry.stored.usable:
         rot.action, rot.reason = "failed", entry.stored.problem or "unusable"
         return rot
+    old_doc, view = entry.stored.usable_kubeconfig()
     token, facts = entry.token, entry.facts
     rot.old_expiry = iso(facts.expires_at)
     if not token:
         rot.action, rot.reason = "failed", (f"it authenticates with a {entry.auth}, not a service-account token: "
                                             f"register it again with create-clientconfig")
         return rot
-    if not facts.subject:
+    account = facts.account
+    if account is None:
         rot.action, rot.reason = "failed", "its token is not a service-account token (no namespace or name in it)"
         return rot
     if opts.if_expiring_within is not None:
@@ -505,22 +537,22 @@ def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_
                                                  f"--if-expiring-within {durations.show(opts.if_expiring_within)}")
             return rot
     src, rot.source_access = _source_client(opts, entry, src_doc)
-    rot._src, rot._entry, rot._old_doc = src, entry, entry.stored.doc
-    rot._before_hashes = api.operator_hashes(entry.clientconfig)
+    rot._src = src
+    before_hashes = api.operator_hashes(entry.clientconfig)
     ref = f"{entry.namespace}/{entry.secret_name}"
     switched = False
     try:
-        progress(f"{entry.name}: getting a new token for {facts.subject}")
+        progress(f"{entry.name}: getting a new token for {account.subject}")
         if rot.token_source == "secret":
-            new_token, rot.new_token_secret = _mint_secret_token(src, facts, opts.token_timeout, progress)
+            new_token, rot.new_token_secret = _mint_secret_token(src, account, opts.token_timeout, progress)
             rot.old_token_secret = facts.secret_name
         else:
             new_token, new_exp = _request_token(src, facts)
             rot.new_expiry = iso(new_exp)
-        rot._minted_at = time.monotonic()
-        new_doc = with_token(entry.stored.doc, entry.stored.view.user_name, new_token)
+        minted_at = time.monotonic()
+        new_doc = with_token(old_doc, view.user_name, new_token)
         progress(f"{entry.name}: verifying the new kubeconfig at {entry.server}")
-        _verify_doc(new_doc, entry.context, facts.subject, f"the new kubeconfig of ClientConfig {entry.name}")
+        _verify_doc(new_doc, entry.context, account.subject, f"the new kubeconfig of ClientConfig {entry.name}")
         progress(f"{entry.name}: updating Secret {ref} in place")
         _write_secret(client, entry, new_doc)
         switched = True
@@ -529,17 +561,18 @@ def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_
                                              entry.context)
         if api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token != new_token:
             raise ClusterError(f"Secret {ref} changed while it was being rotated (another writer?)")
-        _verify_doc(stored, entry.context, facts.subject, f"the stored kubeconfig of ClientConfig {entry.name}")
+        _verify_doc(stored, entry.context, account.subject, f"the stored kubeconfig of ClientConfig {entry.name}")
     except K8sctlError as e:
         why = _source_hint(e, rot)
         if switched:
             rot.action, rot.reason = "failed", f"{why}; Secret {ref} was updated, the old credential was kept"
         else:
             if rot.new_token_secret:  # nothing switched to it: take the unused credential back
-                _delete_quietly(src, rot.new_token_secret, facts.namespace)
+                _delete_quietly(src, rot.new_token_secret, account.namespace)
             rot.action, rot.reason = "failed", f"{why}; Secret {ref} was not changed"
         return rot
     rot.action = "rotated"
+    rot._rotated = _Rotated(entry, src, old_doc, minted_at, before_hashes)
     return rot
 
 
@@ -555,10 +588,13 @@ def _source_hint(e: K8sctlError, rot: Rotation) -> str:
 def _write_secret(client: kube.KubeClient, entry: Entry, new_doc: dict) -> None:
     """Server-side apply of the new kubeconfig into the same Secret (never delete-then-create), with
     the resourceVersion read as precondition so a concurrent change is not overwritten."""
-    meta = entry.secret["metadata"]
-    if is_managed(entry.secret):
+    secret = entry.secret
+    if secret is None:  # a usable entry was read with its Secret
+        raise api.BrokenClientConfig(f"Secret {entry.namespace}/{entry.secret_name} not found")
+    meta = secret["metadata"]
+    if is_managed(secret):
         body = secret_manifest(entry.secret_name, entry.namespace, kc.dump(new_doc))
-        body["type"] = entry.secret.get("type", body["type"])
+        body["type"] = secret.get("type", body["type"])
     else:  # not ours: change the one key, take over nothing else (labels, type stay theirs)
         body = {"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": entry.secret_name, "namespace": entry.namespace},
@@ -573,8 +609,8 @@ def _holders_of(entries: list[Entry], server: str | None, facts: TokenFacts) -> 
             and e.facts.namespace == facts.namespace]
 
 
-def _revoke(rot: Rotation, still_using: list[str], deleted: set, progress: Progress) -> None:
-    entry, src = rot._entry, rot._src
+def _revoke(rot: Rotation, rotated: _Rotated, still_using: list[str], deleted: set, progress: Progress) -> None:
+    entry, src = rotated.entry, rotated.src
     facts = entry.facts
     if rot.token_source != "secret":
         rot.revoked = False
@@ -606,19 +642,19 @@ def _revoke(rot: Rotation, still_using: list[str], deleted: set, progress: Progr
     progress(f"{entry.name}: revoking the old token (deleting token Secret {facts.namespace}/{name})")
     src.delete(kube.SECRET, name, facts.namespace)
     deleted.add(key)
-    rot.revoked_after_seconds = time.monotonic() - rot._minted_at
+    rot.revoked_after_seconds = time.monotonic() - rotated.minted_at
     rot.revoked = True
     rot.revocation = f"deleted token Secret {facts.namespace}/{name}"
 
 
-def _until_rejected(rot: Rotation, timeout: float = 15.0) -> float | None:
+def _until_rejected(rot: Rotation, rotated: _Rotated, timeout: float = 15.0) -> float | None:
     """Seconds from minting the new token until the old one is rejected (401), seen from here.
 
     kube-apiserver caches successful token authentications for 10 s, so a deleted token
     Secret's token keeps working for up to that long: rotate says when it stopped."""
     def rejected() -> bool | None:
         try:
-            with kube.KubeClient(rot._old_doc, rot.context, trusted=False, timeout=(2.0, 2.0),
+            with kube.KubeClient(rotated.old_doc, rot.context, trusted=False, timeout=(2.0, 2.0),
                                  source="the old kubeconfig") as old:
                 old.whoami()
         except kube.ApiError as e:
@@ -632,7 +668,7 @@ def _until_rejected(rot: Rotation, timeout: float = 15.0) -> float | None:
     except waiting.TimedOut:
         rot.revocation += f"; the old token was still accepted {timeout:.0f}s later"
         return None
-    return time.monotonic() - rot._minted_at if seen else None
+    return time.monotonic() - rotated.minted_at if seen else None
 
 
 def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
@@ -658,25 +694,27 @@ def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
                 rotations.append(_rotate_one(client, entry, opts, src_doc, now, progress))
             except K8sctlError as e:
                 rotations.append(Rotation(entry.name, entry.context, action="failed", reason=" ".join(str(e).split())))
-        done = [r for r in rotations if r.action == "rotated"]
+        done = [(r, r._rotated) for r in rotations if r._rotated is not None]  # action "rotated"
         if done:
             after = read_entries(client, namespace)  # who still holds each old token, after the switch
             deleted: set = set()
-            for r in done:
+            for r, rotated in done:
                 try:
-                    _revoke(r, _holders_of(after, r._entry.server, r._entry.facts), deleted, progress)
+                    _revoke(r, rotated, _holders_of(after, rotated.entry.server, rotated.entry.facts), deleted,
+                            progress)
                 except K8sctlError as e:
                     r.revoked, r.revocation = False, f"could not delete the old token Secret: {' '.join(str(e).split())}"
-            revoked = [r for r in done if r.revoked_after_seconds is not None]
+            revoked = [(r, rotated) for r, rotated in done if r.revoked_after_seconds is not None]
             if revoked:
                 progress("waiting until the old tokens are rejected (the API server caches them up to 10 s)")
                 with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(revoked))) as pool:
-                    for r, seconds in zip(revoked, pool.map(_until_rejected, revoked)):
-                        r.both_valid_seconds = seconds
+                    waits = [(r, pool.submit(_until_rejected, r, rotated)) for r, rotated in revoked]
+                    for r, wait in waits:
+                        r.both_valid_seconds = wait.result()
             if opts.wait_operator is not None:
-                for r in done:
+                for r, rotated in done:
                     try:
-                        wait_operator_loaded(client, r._entry.version, r.name, namespace, r._before_hashes,
+                        wait_operator_loaded(client, rotated.entry.version, r.name, namespace, rotated.before_hashes,
                                              opts.wait_operator, progress)
                         r.operator = "loaded"
                     except waiting.TimedOut as e:
@@ -739,15 +777,17 @@ def delete(client: kube.KubeClient, namespace: str, opts: DeleteOptions,
                          f"lose them. Move them first, or pass --force")
     if result.used_by:
         result.notes.append(f"--force: datacenter(s) {', '.join(result.used_by)} lose their cluster")
-    src = None
+    revoking: tuple[kube.KubeClient, str] | None = None  # with --revoke: the source client, the token Secret
     if opts.revoke:
-        if not entry.stored.usable or not entry.token or not entry.facts.secret_name:
+        token_secret_name = entry.facts.secret_name
+        if not entry.stored.usable or not entry.token or not token_secret_name:
             raise UsageError(f"--revoke: ClientConfig {entry.name} holds no token from a token Secret (only those can "
                              f"be revoked){': ' + entry.stored.problem if entry.stored.problem else ''}")
         rotate_opts = RotateOptions(names=[entry.name], src_kubeconfig=opts.src_kubeconfig,
                                     src_context=opts.src_context)
         src_doc = kc.load([opts.src_kubeconfig]) if opts.src_kubeconfig else None
         src, access = _source_client(rotate_opts, entry, src_doc)
+        revoking = (src, token_secret_name)
         result.notes.append(f"the token Secret is deleted through {access}")
     before_available = None
     if opts.wait_operator is not None and not opts.dry_run:
@@ -778,22 +818,24 @@ def delete(client: kube.KubeClient, namespace: str, opts: DeleteOptions,
                 except kube.NotFound:
                     pass
             result.objects.append({"kind": "Secret", "name": entry.secret_name, "action": would + "deleted"})
-        if src is not None:
+        if revoking is not None:
+            src, token_secret_name = revoking
             facts = entry.facts
             holders = [n for n in _holders_of(entries, entry.server, facts) if n != entry.name]
-            token_secret = f"{facts.namespace}/{facts.secret_name}"
+            token_secret = f"{facts.namespace}/{token_secret_name}"
             if holders:
                 result.objects.append({"kind": "Secret", "name": token_secret, "action": "kept",
                                        "why": f"its token is also used by ClientConfig {', '.join(holders)}"})
             else:
                 if not opts.dry_run:
-                    src.delete(kube.SECRET, facts.secret_name, facts.namespace)
+                    src.delete(kube.SECRET, token_secret_name, facts.namespace)
                 result.objects.append({"kind": "Secret", "name": token_secret, "action": would + "deleted",
                                        "why": f"token Secret in {src.context} (revokes the token)"})
     finally:
-        if src is not None:
-            src.close()
-    if before_available is not None or (opts.wait_operator is not None and not opts.dry_run):
+        if revoking is not None:
+            revoking[0].close()
+    # before_available was read in exactly this case (None if the operator was not available then).
+    if opts.wait_operator is not None and not opts.dry_run:
         try:
             wait_operator_restarted(client, namespace, opts.operator_deployment, before_available,
                                     opts.wait_operator, progress)

@@ -101,6 +101,13 @@ class StoredKubeconfig:
         token = (self.view.user.get("token") if self.view else None) if self.usable else None
         return str(token).strip() if token else None
 
+    def usable_kubeconfig(self) -> tuple[dict, kc.ContextView]:
+        """The kubeconfig and its resolved context, to build a client from; a BrokenClientConfig
+        naming the problem when it is not usable."""
+        if self.problem is not None or self.doc is None or self.view is None:
+            raise BrokenClientConfig(self.problem or "the Secret holds no usable kubeconfig")
+        return self.doc, self.view
+
 
 def inspect_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str) -> StoredKubeconfig:
     """The one parser of a ClientConfig's Secret: every problem named (never the content). Pure."""
@@ -137,10 +144,8 @@ def parse_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str) 
 
     Pure; every problem is a BrokenClientConfig whose message names it (never the content).
     """
-    stored = inspect_stored_kubeconfig(secret, secret_ref, context)
-    if stored.problem:
-        raise BrokenClientConfig(stored.problem)
-    return stored.doc
+    doc, _ = inspect_stored_kubeconfig(secret, secret_ref, context).usable_kubeconfig()
+    return doc
 
 
 def operator_hashes(cc: dict | None) -> tuple[str | None, str | None]:

@@ -7,9 +7,23 @@ from typing import Optional
 import typer
 
 from k8sctl.cli.common import (
-    WAIT_OPERATOR_DEFAULT, ContextOption, KubeconfigOption, NamespaceOption, Output, OutputOption,
-    RequestTimeoutOption, Spinner, WaitOperatorOption, connect, console, env, handle_errors, optional_value, render,
-    wait_seconds, warn,
+    WAIT_OPERATOR_DEFAULT,
+    ContextOption,
+    KubeconfigOption,
+    NamespaceOption,
+    Output,
+    OutputOption,
+    RequestTimeoutOption,
+    Spinner,
+    WaitOperatorOption,
+    connect,
+    console,
+    env,
+    handle_errors,
+    optional_value,
+    render,
+    wait_seconds,
+    warn,
 )
 
 _WAITS = optional_value("--wait-operator", WAIT_OPERATOR_DEFAULT)
@@ -255,7 +269,7 @@ def delete_cmd(
     with conn.client() as client, Spinner("deleting") as spinner:
         result = lifecycle.delete(client, conn.namespace, opts, progress=spinner.update)
     render(result.as_dict(), output, _delete_text)
-    if (result.operator or "").startswith("timeout"):
+    if result.operator is not None and result.operator.startswith("timeout"):
         from k8sctl.errors import ClusterError
 
         raise ClusterError(result.operator.removeprefix("timeout: "))
