@@ -189,17 +189,22 @@ def _apply_defaults(config: dict, server_type: str, major: int, auth: bool, firs
     yaml_cfg.setdefault("authorizer", authz)
     yaml_cfg.setdefault("role_manager", roles)
     jvm = config.setdefault("jvmOptions", {})
-    extra = []
+    options = list(jvm.get("additionalOptions") or [])
+    # The operator prepends each option when missing, system replication first, then
+    # allow_alter_rf: so allow_alter_rf comes first.
     if server_type in ("cassandra", "hcd"):
         if first:
-            extra.append(f"-Dcassandra.system_distributed_replication={system_replication}")
+            options = _prepend_if_missing(options, f"-Dcassandra.system_distributed_replication={system_replication}")
         if major != 3:
-            extra.append("-Dcassandra.allow_alter_rf_during_range_movement=true")
-    existing = list(jvm.get("additionalOptions") or [])
-    jvm["additionalOptions"] = [o for o in extra if o not in existing] + existing
+            options = _prepend_if_missing(options, "-Dcassandra.allow_alter_rf_during_range_movement=true")
+    jvm["additionalOptions"] = options
     if not jvm["additionalOptions"]:
         del jvm["additionalOptions"]
     return config
+
+
+def _prepend_if_missing(options: list[str], option: str) -> list[str]:
+    return options if option in options else [option, *options]
 
 
 def _system_replication(kc: dict, datacenters: list[dict]) -> str:
@@ -216,7 +221,8 @@ def _system_replication(kc: dict, datacenters: list[dict]) -> str:
         replication = {name: min(3, int(first.get("size") or 1))}
         for ext in (kc.get("spec") or {}).get("externalDatacenters") or []:
             replication.setdefault(ext, 3)
-    return ",".join(f"{k}:{v}" for k, v in replication.items())
+    # Sorted by datacenter name, as the operator writes it.
+    return ",".join(f"{k}:{replication[k]}" for k in sorted(replication))
 
 
 # --- the builder -------------------------------------------------------------
@@ -243,15 +249,80 @@ def _validate(options: dict, server_type: str, telemetry_mcac: bool) -> list[str
     return errors
 
 
+# The operator's default MCAC metric filters (pkg/telemetry), space-separated in env METRIC_FILTERS.
+DEFAULT_METRIC_FILTERS = (
+    "deny:org.apache.cassandra.metrics.Table",
+    "deny:org.apache.cassandra.metrics.table",
+    "allow:org.apache.cassandra.metrics.table.live_ss_table_count",
+    "allow:org.apache.cassandra.metrics.Table.LiveSSTableCount",
+    "allow:org.apache.cassandra.metrics.table.live_disk_space_used",
+    "allow:org.apache.cassandra.metrics.table.LiveDiskSpaceUsed",
+    "allow:org.apache.cassandra.metrics.Table.Pending",
+    "allow:org.apache.cassandra.metrics.Table.Memtable",
+    "allow:org.apache.cassandra.metrics.Table.Compaction",
+    "allow:org.apache.cassandra.metrics.table.read",
+    "allow:org.apache.cassandra.metrics.table.write",
+    "allow:org.apache.cassandra.metrics.table.range",
+    "allow:org.apache.cassandra.metrics.table.coordinator",
+    "allow:org.apache.cassandra.metrics.table.dropped_mutations",
+)
+
+
+def _metric_filters(options: dict) -> str:
+    """telemetry.mcac.metricFilters (an empty list is a value), else the operator's defaults."""
+    filters = ((options.get("telemetry") or {}).get("mcac") or {}).get("metricFilters")
+    return " ".join(DEFAULT_METRIC_FILTERS if filters is None else filters)
+
+
+# cass-operator's names for the Service kinds meta.services configures.
+_SERVICES = {"dcService": "dcService", "seedService": "seedService", "allPodsService": "allpodsService",
+             "additionalSeedService": "additionalSeedService", "nodePortService": "nodePortService"}
+
+
+def _service_config(options: dict, kc_name: str, kc_namespace: str) -> dict:
+    """spec.additionalServiceConfig: meta.services, and on the all-pods Service the two labels
+    the operator always adds (it watches that Service's endpoints by them)."""
+    services = (options.get("metadata") or {}).get("services") or {}
+    out: dict = {}
+    for ours, theirs in _SERVICES.items():
+        tags = services.get(ours) or {}
+        entry = {k: dict(v) for k, v in (("additionalLabels", tags.get("labels")),
+                                         ("additionalAnnotations", tags.get("annotations"))) if v}
+        if entry:
+            out[theirs] = entry
+    allpods = out.setdefault("allpodsService", {})
+    allpods["additionalLabels"] = {**(allpods.get("additionalLabels") or {}),
+                                   "k8ssandra.io/cluster-name": kc_name, "k8ssandra.io/cluster-namespace": kc_namespace}
+    return out
+
+
+METRICS_AGENT_VOLUME = "metrics-agent-config"
+METRICS_AGENT_KEY = "metrics-collector.yaml"
+
+
+def metrics_agent_config_name(cluster_name: str, dc_name: str) -> str:
+    """The operator's `<clusterName>-<datacenterName>-metrics-agent-config`, cleaned up as a whole."""
+    return cleanup_for_kubernetes(f"{cluster_name}-{dc_name}-metrics-agent-config")
+
+
+def _metrics_agent_volume(config_map: str) -> dict:
+    return {"name": METRICS_AGENT_VOLUME, "mountPath": "/opt/management-api/configs",
+            "volumeSource": {"configMap": {"name": config_map,
+                                           "items": [{"key": METRICS_AGENT_KEY, "path": METRICS_AGENT_KEY}]}}}
+
+
 def _pod_template(options: dict, mcac: bool) -> dict:
     meta = options.get("metadata") or {}
     pods = meta.get("pods") or {}
     containers = copy.deepcopy(options.get("containers") or [])
     cassandra = next((c for c in containers if c.get("name") == "cassandra"), None)
     if cassandra is None:
+        # The operator's UpdateCassandraContainer appends it after the user's containers.
         cassandra = {"name": "cassandra"}
-        containers.insert(0, cassandra)
+        containers.append(cassandra)
     env = cassandra.setdefault("env", [])
+    if mcac:
+        env.append({"name": "METRIC_FILTERS", "value": _metric_filters(options)})
     if options.get("mgmtAPIHeap"):
         env.append({"name": "MANAGEMENT_API_HEAP_SIZE", "value": str(quantity_bytes(options["mgmtAPIHeap"]))})
     if not mcac:
@@ -340,16 +411,22 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
             "serverType": server_type,
             "serverVersion": options["serverVersion"],
             "size": int(template.get("size") or 0),
-            "stopped": bool(template.get("stopped", False)),
             "config": _config_json(config, major),
             "storageConfig": copy.deepcopy(options["storageConfig"]),
             "superuserSecretName": superuser,
             "podTemplateSpec": _pod_template(options, mcac),
         }
+        if template.get("stopped"):
+            dc_spec["stopped"] = True  # false is Go's zero value: the operator omits it
         pvcs = ((options.get("extraVolumes") or {}).get("pvcs")) or []
         if pvcs:
             dc_spec["storageConfig"]["additionalVolumes"] = merge(
                 dc_spec["storageConfig"].get("additionalVolumes") or [], pvcs, "additionalVolumes")
+        # The metrics agent's configuration, mounted from the ConfigMap the operator writes beside it.
+        agent_config = metrics_agent_config_name(cluster_name, template.get("datacenterName") or name)
+        dc_spec["storageConfig"]["additionalVolumes"] = [
+            *(dc_spec["storageConfig"].get("additionalVolumes") or []), _metrics_agent_volume(agent_config)]
+        dc_spec["additionalServiceConfig"] = _service_config(options, kc_name, kc_namespace)
         optional = {
             "serverImage": options.get("serverImage"),
             "racks": options.get("racks"),

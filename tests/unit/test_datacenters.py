@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8sctl.datacenters import (HASH_ANNOTATION, SKIP_USER_CREATION, build_datacenters, canonical_hash,
+from k8sctl.datacenters import (DEFAULT_METRIC_FILTERS, HASH_ANNOTATION, SKIP_USER_CREATION, build_datacenters, canonical_hash,
                                 cleanup_for_kubernetes, merge, quantity_bytes)
 from k8sctl.errors import UsageError
 
@@ -33,12 +33,13 @@ def test_demo_three_datacenters():
     first, second = dcs[0].object, dcs[1].object
     spec = first["spec"]
     assert spec["clusterName"] == "demo" and spec["serverType"] == "cassandra" and spec["size"] == 3
-    assert spec["superuserSecretName"] == "demo-superuser" and spec["stopped"] is False
+    assert spec["superuserSecretName"] == "demo-superuser" and "stopped" not in spec  # Go omits false
     assert spec["storageConfig"]["cassandraDataVolumeClaimSpec"]["resources"]["requests"]["storage"] == "5Gi"
     assert spec["config"]["cassandra-yaml"] == {"num_tokens": 16, "authenticator": "PasswordAuthenticator",
                                                 "authorizer": "CassandraAuthorizer", "role_manager": "CassandraRoleManager"}
     opts = spec["config"]["cassandra-env-sh"]["additional-jvm-opts"]
-    assert opts == ["-Dcassandra.system_distributed_replication=dc1:3", "-Dcassandra.allow_alter_rf_during_range_movement=true"]
+    # The operator prepends each: system replication first, then allow_alter_rf (seen on its dc1).
+    assert opts == ["-Dcassandra.allow_alter_rf_during_range_movement=true", "-Dcassandra.system_distributed_replication=dc1:3"]
     assert second["spec"]["config"]["cassandra-env-sh"]["additional-jvm-opts"] == [
         "-Dcassandra.allow_alter_rf_during_range_movement=true"]
     labels = first["metadata"]["labels"]
@@ -46,8 +47,9 @@ def test_demo_three_datacenters():
     assert labels["app.kubernetes.io/part-of"] == "k8ssandra"
     assert SKIP_USER_CREATION not in first["metadata"]["annotations"]
     assert second["metadata"]["annotations"][SKIP_USER_CREATION] == "true"
-    # MCAC is enabled in the example: no disabling env var, but the cassandra container is there.
-    assert first["spec"]["podTemplateSpec"]["spec"]["containers"] == [{"name": "cassandra"}]
+    # MCAC is enabled in the example: no disabling env var, the default metric filters instead.
+    assert first["spec"]["podTemplateSpec"]["spec"]["containers"] == [
+        {"name": "cassandra", "env": [{"name": "METRIC_FILTERS", "value": " ".join(DEFAULT_METRIC_FILTERS)}]}]
 
 
 def test_hash_is_canonical_and_follows_changes():
@@ -176,3 +178,70 @@ def test_upstream_samples():
     cassandra = next(c for c in dc3["podTemplateSpec"]["spec"]["containers"] if c["name"] == "cassandra")
     assert {"name": "MANAGEMENT_API_HEAP_SIZE", "value": str(128 * 2**20)} in cassandra["env"]
     assert dc1["podTemplateSpec"]["spec"]["volumes"] == [{"name": "my-sidecar-data", "emptyDir": {}}]
+
+
+# --- what the real operator writes (seen on its datacenters in the sandbox, tests/integration/test_fidelity.py)
+
+def test_stopped_only_when_true():
+    dcs = by_name(load("k8ssandracluster-overrides.yaml"))
+    assert "stopped" not in dcs["east"].object["spec"] and dcs["west"].object["spec"]["stopped"] is True
+
+
+def test_jvm_options_prepended_like_the_operator_and_replication_sorted():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["config"] = {"jvmOptions": {"additionalOptions": ["-Dmine=1"]}}
+    kc["spec"]["externalDatacenters"] = ["b-ext", "a-ext"]
+    opts = build_datacenters(kc)[0].object["spec"]["config"]["cassandra-env-sh"]["additional-jvm-opts"]
+    assert opts == ["-Dcassandra.allow_alter_rf_during_range_movement=true",
+                    "-Dcassandra.system_distributed_replication=a-ext:3,b-ext:3,dc1:3", "-Dmine=1"]
+    # An option the user gives already is not repeated and keeps its place.
+    kc["spec"]["cassandra"]["config"]["jvmOptions"]["additionalOptions"] = [
+        "-Dmine=1", "-Dcassandra.allow_alter_rf_during_range_movement=true"]
+    opts = build_datacenters(kc)[1].object["spec"]["config"]["cassandra-env-sh"]["additional-jvm-opts"]
+    assert opts == ["-Dmine=1", "-Dcassandra.allow_alter_rf_during_range_movement=true"]
+
+
+def test_metric_filters_env_only_with_mcac():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["mgmtAPIHeap"] = "64Mi"
+    env = build_datacenters(kc)[0].object["spec"]["podTemplateSpec"]["spec"]["containers"][0]["env"]
+    # Injected before NewDatacenter adds the heap: that order.
+    assert env == [{"name": "METRIC_FILTERS", "value": " ".join(DEFAULT_METRIC_FILTERS)},
+                   {"name": "MANAGEMENT_API_HEAP_SIZE", "value": str(64 * 2**20)}]
+    kc["spec"]["cassandra"]["telemetry"]["mcac"]["metricFilters"] = ["allow:a", "deny:b"]
+    env = build_datacenters(kc)[0].object["spec"]["podTemplateSpec"]["spec"]["containers"][0]["env"]
+    assert env[0] == {"name": "METRIC_FILTERS", "value": "allow:a deny:b"}
+    env = by_name(load("k8ssandracluster-overrides.yaml"))["east"].object["spec"]["podTemplateSpec"]["spec"]
+    assert all(e["name"] != "METRIC_FILTERS" for e in env["containers"][0]["env"])
+
+
+def test_cassandra_container_comes_after_the_users_containers():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["containers"] = [{"name": "sidecar", "image": "s:1"}]
+    containers = build_datacenters(kc)[0].object["spec"]["podTemplateSpec"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["sidecar", "cassandra"]
+
+
+def test_metrics_agent_volume_names_the_operators_config_map():
+    dcs = by_name(load("k8ssandracluster-overrides.yaml"))
+    # clusterName "Over Rides" and datacenterName real-east, cleaned up as one name.
+    volumes = dcs["east"].object["spec"]["storageConfig"]["additionalVolumes"]
+    assert volumes[-1] == {"name": "metrics-agent-config", "mountPath": "/opt/management-api/configs",
+                           "volumeSource": {"configMap": {"name": "overrides-real-east-metrics-agent-config",
+                                                          "items": [{"key": "metrics-collector.yaml",
+                                                                     "path": "metrics-collector.yaml"}]}}}
+    assert dcs["west"].object["spec"]["storageConfig"]["additionalVolumes"][-1]["volumeSource"]["configMap"]["name"] \
+        == "overrides-west-metrics-agent-config"
+
+
+def test_service_config_always_labels_the_all_pods_service():
+    kc = load("k8ssandracluster-demo.yaml", "db")
+    assert build_datacenters(kc)[0].object["spec"]["additionalServiceConfig"] == {
+        "allpodsService": {"additionalLabels": {"k8ssandra.io/cluster-name": "demo", "k8ssandra.io/cluster-namespace": "db"}}}
+    kc["spec"]["cassandra"]["metadata"] = {"services": {
+        "allPodsService": {"labels": {"k8ssandra.io/cluster-name": "spoof", "a": "1"}},
+        "dcService": {"annotations": {"b": "2"}}}}
+    assert build_datacenters(kc)[0].object["spec"]["additionalServiceConfig"] == {
+        "dcService": {"additionalAnnotations": {"b": "2"}},
+        "allpodsService": {"additionalLabels": {"a": "1", "k8ssandra.io/cluster-name": "demo",
+                                                "k8ssandra.io/cluster-namespace": "db"}}}
