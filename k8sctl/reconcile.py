@@ -210,9 +210,10 @@ def source_from_live(reports: list[DatacenterReport], forced: str, cluster: str)
 def classify(r: DatacenterReport, force_conflicts: bool) -> None:
     """Set r.action (create, update, unchanged, error) from the live objects and what is desired.
 
-    Unchanged only when the stored hash is ours AND every field k8sctl owns has the desired
-    value on the live object (an edit made with kubectl is undone), and the same for the
-    config Secret.
+    Unchanged when the stored hash is ours AND every field k8sctl owns has the desired
+    value on the live object (an edit made with kubectl is undone), or when the live object
+    has another hash (the operator's) and every other field k8sctl writes has the desired
+    value; and the same for the config Secret.
     """
     live, desired = r.existing, r.desired
     r.drift, r.restore, r.remove_secret = [], False, False
@@ -239,7 +240,11 @@ def classify(r: DatacenterReport, force_conflicts: bool) -> None:
         # Switching to inline: the Secret k8sctl wrote (the one read is always the derived
         # name) is removed once nothing names it.
         r.remove_secret = cdc.managed_by_k8sctl(r.existing_secret)
-    r.dc_changed = not ours or bool(r.drift)
+    # A datacenter the operator made carries its hash, which k8sctl cannot compute (README,
+    # "Reconcile fidelity"): when every field k8sctl writes but that annotation already has
+    # the desired value, there is nothing to write.
+    same_but_hash = cdc.stored_hash(live) is not None and r.drift == [cdc.HASH_PATH]
+    r.dc_changed = bool(r.drift) if ours else not same_but_hash
     # Our own object, changed behind our back: take the fields back (kubectl edit took them over).
     r.restore = ours and bool(r.drift)
     if not r.restore:

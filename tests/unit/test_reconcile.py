@@ -81,9 +81,29 @@ def test_unchanged_needs_our_hash_and_our_fields():
     # Fields only the live object has (another manager's, cass-operator's annotation, status) are not ours.
     r.existing = live(r.desired, True)
     r.existing["metadata"]["annotations"]["cassandra.datastax.com/config-hash"] = "x"
-    r.existing["spec"]["additionalServiceConfig"] = {}
+    r.existing["spec"]["systemLoggerResources"] = {}
     rec.classify(r, force_conflicts=False)
     assert r.action == "unchanged"
+
+
+def test_an_operator_made_datacenter_with_our_fields_is_not_rewritten():
+    """The operator's hash cannot be computed here: its datacenter is left alone when every
+    other field k8sctl writes already has the desired value, and updated when one differs."""
+    r = reports()[0]
+    r.existing = live(r.desired, True)
+    r.existing["metadata"]["annotations"][cdc.HASH_ANNOTATION] = "the-operators-hash="
+    r.existing["metadata"]["finalizers"] = ["k8ssandracluster.k8ssandra.io/finalizer"]
+    r.existing["spec"]["systemLoggerResources"] = {}  # Go zero values the operator serializes
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "unchanged" and not r.dc_changed and r.drift == []
+    r.existing["spec"]["size"] = 5
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "update" and r.dc_changed and not r.restore
+    # No hash at all: not the operator's object; written (the annotation is ours to add).
+    r.existing = live(r.desired, True)
+    del r.existing["metadata"]["annotations"][cdc.HASH_ANNOTATION]
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "update"
 
 
 def test_secret_content_is_part_of_unchanged():
