@@ -7,6 +7,7 @@ seeds, keyspace replication, decommissioning.
 """
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -14,7 +15,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from k8sctl.apis.cassandradatacenter import API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash
+import yaml
+
+from k8sctl.apis.cassandradatacenter import (API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash,
+                                             with_hash)
 from k8sctl.errors import UsageError
 
 __all__ = ["API_VERSION", "HASH_ANNOTATION", "SKIP_USER_CREATION", "DesiredDatacenter", "build_datacenters",
@@ -49,6 +53,7 @@ class DesiredDatacenter:
     namespace: str
     name: str
     object: dict
+    agent_config: dict | None = None  # the metrics agent ConfigMap the datacenter mounts
 
     @property
     def resource_hash(self) -> str:
@@ -135,34 +140,113 @@ def parse_version(version: str) -> tuple[int, int, int]:
 
 # --- config ------------------------------------------------------------------
 
-# K8ssandraCluster jvmOptions field -> cass-config keys (quantities in bytes).
-_JVM_FIELDS = {"heapSize": ("initial_heap_size", "max_heap_size"), "heap_initial_size": ("initial_heap_size",),
-               "heap_max_size": ("max_heap_size",), "heapNewGenSize": ("heap_new_size",)}
+# K8ssandraCluster jvmOptions field -> "section/key" of cass-config, per server: (Cassandra 3.11,
+# Cassandra 4+ and HCD, DSE 6.8+); None: not passed on for that server (the operator's cass-config
+# struct tags in apis/k8ssandra/v1alpha1/cassandraconfig_types.go, v1.32.5).
+_JVM_ROUTES: dict[str, tuple[str | None, str | None, str | None]] = {
+    'heap_initial_size': ('jvm-options/initial_heap_size', 'jvm-server-options/initial_heap_size', 'jvm-server-options/initial_heap_size'),
+    'heap_max_size': ('jvm-options/max_heap_size', 'jvm-server-options/max_heap_size', 'jvm-server-options/max_heap_size'),
+    'vm_enable_assertions': ('jvm-options/enable_assertions', 'jvm-server-options/enable_assertions', 'jvm-server-options/enable_assertions'),
+    'vm_enable_thread_priorities': ('jvm-options/use_thread_priorities', 'jvm-server-options/use_thread_priorities', 'jvm-server-options/use_thread_priorities'),
+    'vm_enable_non_root_thread_priority': ('jvm-options/thread_priority_policy_42', None, None),
+    'vm_heap_dump_on_out_of_memory_error': ('jvm-options/heap_dump_on_out_of_memory_error', 'jvm-server-options/heap_dump_on_out_of_memory_error', 'jvm-server-options/heap_dump_on_out_of_memory_error'),
+    'vm_per_thread_stack_size': ('jvm-options/per_thread_stack_size', 'jvm-server-options/per_thread_stack_size', 'jvm-server-options/per_thread_stack_size'),
+    'vm_string_table_size': ('jvm-options/string_table_size', 'jvm-server-options/string_table_size', 'jvm-server-options/string_table_size'),
+    'vm_always_pre_touch': ('jvm-options/always_pre_touch', 'jvm-server-options/always_pre_touch', 'jvm-server-options/always_pre_touch'),
+    'vm_disable_biased_locking': ('jvm-options/use_biased_locking', 'jvm-server-options/use-biased-locking', 'jvm-server-options/use-biased-locking'),
+    'vm_use_tlab': ('jvm-options/use_tlb', 'jvm-server-options/use_tlb', 'jvm-server-options/use_tlb'),
+    'vm_resize_tlab': ('jvm-options/resize_tlb', 'jvm-server-options/resize_tlb', 'jvm-server-options/resize_tlb'),
+    'vm_disable_perf_shared_mem': ('jvm-options/perf_disable_shared_mem', 'jvm-server-options/perf_disable_shared_mem', 'jvm-server-options/perf_disable_shared_mem'),
+    'vm_prefer_ipv4': ('jvm-options/java_net_prefer_ipv4_stack', 'jvm-server-options/java_net_prefer_ipv4_stack', 'jvm-server-options/java_net_prefer_ipv4_stack'),
+    'vm_use_numa': (None, 'jvm-server-options/use_numa', 'jvm-server-options/use_numa'),
+    'vm_print_heap_histogram_on_out_of_memory_error': (None, 'jvm-server-options/print_heap_histogram_on_out_of_memory_error', 'jvm-server-options/print_heap_histogram_on_out_of_memory_error'),
+    'vm_exit_on_out_of_memory_error': (None, 'jvm-server-options/exit_on_out_of_memory_error', 'jvm-server-options/exit_on_out_of_memory_error'),
+    'vm_crash_on_out_of_memory_error': (None, 'jvm-server-options/crash_on_out_of_memory_error', 'jvm-server-options/crash_on_out_of_memory_error'),
+    'vm_guaranteed_safepoint_interval_ms': (None, 'jvm-server-options/guaranteed-safepoint-interval', 'jvm-server-options/guaranteed-safepoint-interval'),
+    'netty_eventloop_maxpendingtasks': (None, 'jvm-server-options/io_netty_eventloop_maxpendingtasks', 'jvm-server-options/io_netty_eventloop_maxpendingtasks'),
+    'netty_try_reflection_set_accessible': (None, 'jvm11-server-options/io_netty_try_reflection_set_accessible', 'jvm8-server-options/io_netty_try_reflection_set_accessible'),
+    'nio_maxcachedbuffersize': (None, 'jvm-server-options/jdk_nio_maxcachedbuffersize', 'jvm-server-options/jdk_nio_maxcachedbuffersize'),
+    'nio_align_direct_memory': (None, 'jvm-server-options/page-align-direct-memory', 'jvm-server-options/page-align-direct-memory'),
+    'jdk_allow_attach_self': (None, 'jvm11-server-options/jdk_attach_allow_attach_self', 'jvm8-server-options/jdk_attach_allow_attach_self'),
+    'cassandra_available_processors': ('jvm-options/cassandra_available_processors', 'jvm-server-options/cassandra_available_processors', 'jvm-server-options/cassandra_available_processors'),
+    'cassandra_metrics_reporter_config_file': ('jvm-options/cassandra_metrics_reporter_config_file', 'jvm-server-options/cassandra_metrics_reporter_config_file', 'jvm-server-options/cassandra_metrics_reporter_config_file'),
+    'cassandra_ring_delay_ms': ('jvm-options/cassandra_ring_delay_ms', 'jvm-server-options/cassandra_ring_delay_ms', 'jvm-server-options/cassandra_ring_delay_ms'),
+    'cassandra_triggers_directory': ('jvm-options/cassandra_triggers_dir', 'jvm-server-options/cassandra_triggers_dir', 'jvm-server-options/cassandra_triggers_dir'),
+    'cassandra_write_survey': ('jvm-options/cassandra_write_survey', 'jvm-server-options/cassandra_write_survey', 'jvm-server-options/cassandra_write_survey'),
+    'cassandra_disable_auth_caches_remote_configuration': ('jvm-options/cassandra_disable_auth_caches_remote_configuration', 'jvm-server-options/cassandra_disable_auth_caches_remote_configuration', 'jvm-server-options/cassandra_disable_auth_caches_remote_configuration'),
+    'cassandra_force_default_indexing_page_size': ('jvm-options/cassandra_force_default_indexing_page_size', 'jvm-server-options/cassandra_force_default_indexing_page_size', 'jvm-server-options/cassandra_force_default_indexing_page_size'),
+    'cassandra_force_3_0_protocol_version': ('jvm-options/cassandra_force_3_0_protocol_version', None, None),
+    'cassandra_expiration_date_overflow_policy': (None, 'jvm-server-options/cassandra_expiration_date_overflow_policy', 'jvm-server-options/cassandra_expiration_date_overflow_policy'),
+    'cassandra_max_hint_ttl_seconds': (None, 'jvm-server-options/cassandra_max_hint_ttl', 'jvm-server-options/cassandra_max_hint_ttl'),
+    'gc': ('jvm-options/garbage_collector', 'jvm11-server-options/garbage_collector', 'jvm8-server-options/garbage_collector'),
+    'gc_cms_heap_size_young_generation': ('jvm-options/heap_size_young_generation', None, None),
+    'gc_cms_survivor_ratio': ('jvm-options/survivor_ratio', None, None),
+    'gc_cms_max_tenuring_threshold': ('jvm-options/max_tenuring_threshold', None, None),
+    'gc_cms_initiating_occupancy_fraction': ('jvm-options/cms_initiating_occupancy_fraction', None, None),
+    'gc_cms_wait_duration_ms': ('jvm-options/cms_wait_duration', None, None),
+    'gc_g1_rset_updating_pause_time_percent': ('jvm-options/g1r_set_updating_pause_time_percent', 'jvm11-server-options/g1r_set_updating_pause_time_percent', 'jvm8-server-options/g1r_set_updating_pause_time_percent'),
+    'gc_g1_max_gc_pause_ms': ('jvm-options/max_gc_pause_millis', 'jvm11-server-options/max_gc_pause_millis', 'jvm8-server-options/max_gc_pause_millis'),
+    'gc_g1_initiating_heap_occupancy_percent': ('jvm-options/initiating_heap_occupancy_percent', 'jvm11-server-options/initiating_heap_occupancy_percent', 'jvm8-server-options/initiating_heap_occupancy_percent'),
+    'gc_g1_parallel_threads': ('jvm-options/parallel_gc_threads', 'jvm11-server-options/parallel_gc_threads', 'jvm8-server-options/parallel_gc_threads'),
+    'gc_g1_conc_threads': ('jvm-options/conc_gc_threads', 'jvm11-server-options/conc_gc_threads', 'jvm8-server-options/conc_gc_threads'),
+    'gc_print_details': ('jvm-options/print_gc_details', None, None),
+    'gc_print_date_stamps': ('jvm-options/print_gc_date_stamps', None, None),
+    'gc_print_heap': ('jvm-options/print_heap_at_gc', None, None),
+    'gc_print_tenuring_distribution': ('jvm-options/print_tenuring_distribution', None, None),
+    'gc_print_application_stopped_time': ('jvm-options/print_gc_application_stopped_time', None, None),
+    'gc_print_promotion_failure': ('jvm-options/print_promotion_failure', None, None),
+    'gc_print_flss_statistics': ('jvm-options/print_flss_statistics', None, None),
+    'gc_print_use_log_file': ('jvm-options/log_gc', None, None),
+    'gc_print_use_log_file_rotation': ('jvm-options/use_gc_log_file_rotation', None, None),
+    'gc_print_number_of_log_files': ('jvm-options/number_of_gc_log_files', None, None),
+    'gc_print_log_file_size': ('jvm-options/gc_log_file_size', None, None),
+    'jmx_port': ('jvm-options/jmx-port', 'jvm-server-options/jmx-port', 'jvm-server-options/jmx-port'),
+    'jmx_connection_type': ('jvm-options/jmx-connection-type', 'jvm-server-options/jmx-connection-type', 'jvm-server-options/jmx-connection-type'),
+    'jmx_remote_ssl': ('jvm-options/jmx-remote-ssl', 'jvm-server-options/jmx-remote-ssl', 'jvm-server-options/jmx-remote-ssl'),
+    'jmx_remote_ssl_opts': ('jvm-options/jmx-remote-ssl-opts', 'jvm-server-options/jmx-remote-ssl-opts', 'jvm-server-options/jmx-remote-ssl-opts'),
+    'jmx_remote_ssl_require_client_auth': (None, 'jvm-server-options/jmx-remote-ssl-require-client-auth', 'jvm-server-options/jmx-remote-ssl-require-client-auth'),
+    'debug_unlock_commercial_features': ('jvm-options/unlock_commercial_features', 'jvm-server-options/unlock_commercial_features', 'jvm-server-options/unlock_commercial_features'),
+    'debug_enable_flight_recorder': ('jvm-options/flight_recorder', 'jvm-server-options/flight_recorder', 'jvm-server-options/flight_recorder'),
+    'debug_listen_remote_debuggers': ('jvm-options/agent_lib_jdwp', 'jvm-server-options/agent_lib_jdwp', 'jvm-server-options/agent_lib_jdwp'),
+    'debug_disable_contended_annotations': (None, 'jvm-server-options/restrict-contended', 'jvm-server-options/restrict-contended'),
+    'debug_non_safepoints': (None, 'jvm-server-options/debug-non-safepoints', 'jvm-server-options/debug-non-safepoints'),
+    'debug_unlock_diagnostic_vm_options': (None, 'jvm-server-options/unlock-diagnostic-vm-options', 'jvm-server-options/unlock-diagnostic-vm-options'),
+    'debug_log_compilation': (None, 'jvm-server-options/log_compilation', 'jvm-server-options/log_compilation'),
+    'debug_preserve_frame_pointer': (None, 'jvm-server-options/preserve-frame-pointer', 'jvm-server-options/preserve-frame-pointer'),
+}
+# List fields, the same for every server.
+_JVM_LISTS = {"additionalOptions": "cassandra-env-sh/additional-jvm-opts",
+              "additionalJvm11ServerOptions": "jvm11-server-options/additional-jvm-opts",
+              "additionalJvm8ServerOptions": "jvm8-server-options/additional-jvm-opts",
+              "additionalJvmServerOptions": "jvm-server-options/additional-jvm-opts"}
+# Kubernetes quantities, written as integers (bytes).
+_JVM_QUANTITIES = {"heap_initial_size", "heap_max_size", "vm_per_thread_stack_size", "vm_string_table_size",
+                   "nio_maxcachedbuffersize", "gc_cms_heap_size_young_generation", "gc_print_log_file_size"}
 
 
-def _config_json(config: dict, major: int) -> dict:
+def _config_json(config: dict, server_type: str, major: int) -> dict:
     """spec.config as cass-operator's config builder reads it."""
     out: dict = {}
     if config.get("cassandraYaml"):
         out["cassandra-yaml"] = copy.deepcopy(config["cassandraYaml"])
     if config.get("dseYaml"):
         out["dse-yaml"] = copy.deepcopy(config["dseYaml"])
-    jvm = config.get("jvmOptions") or {}
-    section: dict = {}
-    for field, value in jvm.items():
-        if field == "additionalOptions":
+    jvm = dict(config.get("jvmOptions") or {})
+    # The operator's HandleDeprecatedJvmOptions: heapSize and heapNewGenSize fill the specific keys when unset
+    # (the young generation size is CMS's, a Cassandra 3.11 option: dropped for later versions).
+    if jvm.get("heapSize") is not None:
+        jvm.setdefault("heap_initial_size", jvm["heapSize"])
+        jvm.setdefault("heap_max_size", jvm["heapSize"])
+    if jvm.get("heapNewGenSize") is not None:
+        jvm.setdefault("gc_cms_heap_size_young_generation", jvm["heapNewGenSize"])
+    column = 2 if server_type == "dse" else 0 if (server_type == "cassandra" and major == 3) else 1
+    for name, value in jvm.items():
+        target = _JVM_LISTS[name] if name in _JVM_LISTS else (_JVM_ROUTES.get(name) or (None, None, None))[column]
+        if target is None or value is None or value == []:
             continue
-        if field in _JVM_FIELDS:
-            for key in _JVM_FIELDS[field]:
-                section[key] = quantity_bytes(value)
-        elif field == "gc":
-            section["garbage_collector"] = value
-        else:
-            section[field] = value
-    if section:
-        out["jvm-options" if major == 3 else "jvm-server-options"] = section
-    if jvm.get("additionalOptions"):
-        out["cassandra-env-sh"] = {"additional-jvm-opts": list(jvm["additionalOptions"])}
+        section, key = target.split("/")
+        out.setdefault(section, {})[key] = (quantity_bytes(value) if name in _JVM_QUANTITIES
+                                            else list(value) if name in _JVM_LISTS else value)
     return out
 
 
@@ -296,6 +380,31 @@ def _service_config(options: dict, kc_name: str, kc_namespace: str) -> dict:
     return out
 
 
+SYSTEM_LOGGER = "server-system-logger"
+_VECTOR_RESOURCES = {"requests": {"cpu": "200m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "2Gi"}}
+
+
+def _vector(options: dict) -> dict | None:
+    """telemetry.vector when enabled, else None."""
+    vector = (options.get("telemetry") or {}).get("vector") or {}
+    return vector if vector.get("enabled") is True else None
+
+
+def _system_logger_resources(options: dict, pod_template: dict) -> dict | None:
+    """With Vector: its resources (or the operator's defaults); a server-system-logger container's own win."""
+    logger = next((c for c in pod_template["spec"]["containers"] if c.get("name") == SYSTEM_LOGGER), {})
+    resources = logger.get("resources") or {}
+    if resources.get("limits") or resources.get("requests"):
+        return copy.deepcopy(resources)
+    vector = _vector(options)
+    return copy.deepcopy(vector.get("resources") or _VECTOR_RESOURCES) if vector is not None else None
+
+
+def vector_config_name(cluster_name: str, dc_name: str) -> str:
+    """The operator's `<cleaned-up clusterName>-<datacenterName>-cass-vector` (its vector.toml)."""
+    return cleanup_for_kubernetes(f"{cleanup_for_kubernetes(cluster_name)}-{dc_name}-cass-vector")
+
+
 METRICS_AGENT_VOLUME = "metrics-agent-config"
 METRICS_AGENT_KEY = "metrics-collector.yaml"
 
@@ -309,6 +418,114 @@ def _metrics_agent_volume(config_map: str) -> dict:
     return {"name": METRICS_AGENT_VOLUME, "mountPath": "/opt/management-api/configs",
             "volumeSource": {"configMap": {"name": config_map,
                                            "items": [{"key": METRICS_AGENT_KEY, "path": METRICS_AGENT_KEY}]}}}
+
+
+def _relabel(source: str, regex: str, replacement: str | None = None, action: str | None = None) -> dict:
+    out = {"sourceLabels": [source], "regex": regex}
+    if replacement is not None:
+        out |= {"targetLabel": "should_drop", "replacement": replacement}
+    if action:
+        out["action"] = action
+    return out
+
+
+# The operator's default metrics agent configuration (pkg/telemetry/cassandra_agent): drop table
+# metrics except the ones its dashboards use.
+_KEPT_TABLE_METRICS = ("live_ss_table_count", "live_disk_space_used", "memtable.*", "all_memtables.*",
+                       "compaction_bytes_written", "pending_compactions", "read_.*", "write_.*", "range.*",
+                       "coordinator_.*", "dropped_mutations")
+DEFAULT_AGENT_CONFIG = {"relabels": [
+    _relabel("table", ".+", "true"),
+    *(_relabel("__name__", f"org_apache_cassandra_metrics_table_{m}", "false") for m in _KEPT_TABLE_METRICS),
+    _relabel("should_drop", "true", action="drop"),
+]}
+
+
+class _GoYamlDumper(yaml.SafeDumper):
+    """YAML as sigs.k8s.io/yaml writes it: sorted keys, lists not indented, double quotes where quoting is needed."""
+
+    def choose_scalar_style(self):
+        style = super().choose_scalar_style()
+        return '"' if style == "'" else style
+
+
+def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: str) -> dict:
+    """The ConfigMap the operator writes beside each datacenter for its metrics agent (MCAC or not):
+    its default configuration merged with spec telemetry.cassandra, the cleaned-up-by labels and
+    the cluster's common labels and annotations. Hash annotated by k8sctl."""
+    meta = kc.get("metadata") or {}
+    cassandra = (kc.get("spec") or {}).get("cassandra") or {}
+    agent = merge(DEFAULT_AGENT_CONFIG, (options.get("telemetry") or {}).get("cassandra") or {})
+    text = yaml.dump(agent, Dumper=_GoYamlDumper, sort_keys=True, default_flow_style=False, width=float("inf"))
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": metrics_agent_config_name(cassandra.get("clusterName") or meta["name"], dc_name),
+                       "namespace": namespace,
+                       **_common_meta(kc, cleaned_up_by_labels(meta["name"], meta.get("namespace") or ""))},
+          "data": {METRICS_AGENT_KEY: text}}
+    return with_hash(cm)
+
+
+# --- the superuser Secret -------------------------------------------------------
+
+SUPERUSER_PASSWORD_CHARACTERS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+SUPERUSER_PASSWORD_LENGTH = 20
+
+
+def superuser_secret_name(kc: dict) -> str | None:
+    """spec.cassandra.superuserSecretRef.name, else `<cleaned-up clusterName>-superuser`; None with external secrets."""
+    spec = kc.get("spec") or {}
+    if spec.get("secretsProvider") == "external":
+        return None
+    cassandra = spec.get("cassandra") or {}
+    return ((cassandra.get("superuserSecretRef") or {}).get("name")
+            or f"{cleanup_for_kubernetes(cassandra.get('clusterName') or kc['metadata']['name'])}-superuser")
+
+
+def _common_meta(kc: dict, labels: dict) -> dict:
+    cluster_meta = (((kc.get("spec") or {}).get("cassandra") or {}).get("metadata")) or {}
+    return {"labels": {**(cluster_meta.get("commonLabels") or {}), **labels},
+            "annotations": dict(cluster_meta.get("commonAnnotations") or {})}
+
+
+def superuser_secret(kc: dict, password: str) -> dict:
+    """The cluster-wide superuser Secret the operator creates in the control plane (even with auth
+    off: cass-operator would otherwise make one per datacenter): username = its name, owned by the
+    K8ssandraCluster, labelled for replication to the datacenters' clusters."""
+    meta = kc["metadata"]
+    name = superuser_secret_name(kc)
+    labels = {"k8ssandra.io/replicated-by": "k8ssandracluster-controller",
+              "k8ssandra.io/cluster-name": meta["name"], "k8ssandra.io/cluster-namespace": meta.get("namespace") or ""}
+    out = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": name, "namespace": meta.get("namespace") or "", **_common_meta(kc, labels)},
+           "data": {"username": _b64(name), "password": _b64(password)}}
+    if meta.get("uid"):
+        out["metadata"]["ownerReferences"] = [{"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
+                                               "name": meta["name"], "uid": meta["uid"], "controller": True,
+                                               "blockOwnerDeletion": True}]
+    return out
+
+
+def replicated_superuser_secret(source: dict, kc: dict, namespace: str) -> dict:
+    """The copy of the control plane's superuser Secret in a datacenter's cluster, labelled as the
+    operator's ReplicatedSecret controller labels its copies; same data, no owner."""
+    meta = kc["metadata"]
+    src = source["metadata"]
+    labels = {**(src.get("labels") or {}),
+              "k8ssandra.io/replicated-secret-name": f"{meta.get('namespace') or ''}.{meta['name']}"}
+    annotations = {k: v for k, v in (src.get("annotations") or {}).items()
+                   if not k.startswith("cassandra.datastax.com/") and k != HASH_ANNOTATION}
+    return {"apiVersion": "v1", "kind": "Secret", "type": source.get("type") or "Opaque",
+            "metadata": {"name": src["name"], "namespace": namespace, "labels": labels, "annotations": annotations},
+            "data": dict(source.get("data") or {})}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def cleaned_up_by_labels(kc_name: str, kc_namespace: str) -> dict:
+    return {"k8ssandra.io/cleaned-up-by": "k8ssandracluster-controller",
+            "k8ssandra.io/cluster-name": kc_name, "k8ssandra.io/cluster-namespace": kc_namespace}
 
 
 def _pod_template(options: dict, mcac: bool) -> dict:
@@ -329,6 +546,11 @@ def _pod_template(options: dict, mcac: bool) -> dict:
         env.append({"name": "MGMT_API_DISABLE_MCAC", "value": "true"})
     if not env:
         del cassandra["env"]
+    if _vector(options) is not None and not any(c.get("name") == SYSTEM_LOGGER for c in containers):
+        # Vector runs as cass-operator's system logger: after cassandra, as UpdateLoggerContainer appends it.
+        containers.append({"name": SYSTEM_LOGGER})
+    if _vector(options) and _vector(options).get("image"):
+        next(c for c in containers if c.get("name") == SYSTEM_LOGGER)["image"] = _vector(options)["image"]
     spec: dict = {"containers": containers}
     if options.get("initContainers"):
         spec["initContainers"] = copy.deepcopy(options["initContainers"])
@@ -411,7 +633,7 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
             "serverType": server_type,
             "serverVersion": options["serverVersion"],
             "size": int(template.get("size") or 0),
-            "config": _config_json(config, major),
+            "config": _config_json(config, server_type, major),
             "storageConfig": copy.deepcopy(options["storageConfig"]),
             "superuserSecretName": superuser,
             "podTemplateSpec": _pod_template(options, mcac),
@@ -422,10 +644,18 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
         if pvcs:
             dc_spec["storageConfig"]["additionalVolumes"] = merge(
                 dc_spec["storageConfig"].get("additionalVolumes") or [], pvcs, "additionalVolumes")
-        # The metrics agent's configuration, mounted from the ConfigMap the operator writes beside it.
-        agent_config = metrics_agent_config_name(cluster_name, template.get("datacenterName") or name)
-        dc_spec["storageConfig"]["additionalVolumes"] = [
-            *(dc_spec["storageConfig"].get("additionalVolumes") or []), _metrics_agent_volume(agent_config)]
+        dc_name = template.get("datacenterName") or name
+        volumes = dc_spec["storageConfig"].get("additionalVolumes") or []
+        if _vector(options) is not None:
+            # Vector's configuration (the operator writes that ConfigMap; k8sctl does not: README).
+            volumes.append({"name": "vector-config", "mountPath": "/etc/vector",
+                            "volumeSource": {"configMap": {"name": vector_config_name(cluster_name, dc_name)}}})
+        # The metrics agent's configuration, mounted from the ConfigMap written beside the datacenter.
+        volumes.append(_metrics_agent_volume(metrics_agent_config_name(cluster_name, dc_name)))
+        dc_spec["storageConfig"]["additionalVolumes"] = volumes
+        logger_resources = _system_logger_resources(options, dc_spec["podTemplateSpec"])
+        if logger_resources:
+            dc_spec["systemLoggerResources"] = logger_resources
         dc_spec["additionalServiceConfig"] = _service_config(options, kc_name, kc_namespace)
         optional = {
             "serverImage": options.get("serverImage"),
@@ -456,7 +686,9 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
             "spec": dc_spec,
         }
         obj["metadata"]["annotations"][HASH_ANNOTATION] = canonical_hash(obj)
-        out.append(DesiredDatacenter(idx, template.get("k8sContext") or "", obj["metadata"]["namespace"], name, obj))
+        agent = metrics_agent_config_map(kc, options, template.get("datacenterName") or name, obj["metadata"]["namespace"])
+        out.append(DesiredDatacenter(idx, template.get("k8sContext") or "", obj["metadata"]["namespace"], name, obj,
+                                     agent))
     if invalid:
         raise UsageError("; ".join(f"datacenter{'s' if len(dcs) > 1 else ''} {', '.join(dcs)}: {msg}"
                                    for msg, dcs in invalid.items()))

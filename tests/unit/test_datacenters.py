@@ -245,3 +245,41 @@ def test_service_config_always_labels_the_all_pods_service():
         "dcService": {"additionalAnnotations": {"b": "2"}},
         "allpodsService": {"additionalLabels": {"a": "1", "k8ssandra.io/cluster-name": "demo",
                                                 "k8ssandra.io/cluster-namespace": "db"}}}
+
+
+def test_jvm_options_go_where_the_operators_struct_tags_send_them():
+    """gc goes to jvm11-server-options from Cassandra 4 on; heapNewGenSize is CMS's young generation,
+    a 3.11-only option (seen on the operator's datacenter for the multi-dc-mixed fixture)."""
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["serverVersion"] = "4.0.17"
+    kc["spec"]["cassandra"]["config"] = {"jvmOptions": {
+        "heapSize": "512Mi", "heapNewGenSize": "256Mi", "gc": "CMS", "vm_enable_non_root_thread_priority": True,
+        "additionalJvm11ServerOptions": ["-Dx=1"]}}
+    config = build_datacenters(kc)[0].object["spec"]["config"]
+    assert config["jvm-server-options"] == {"initial_heap_size": 2**29, "max_heap_size": 2**29}
+    assert config["jvm11-server-options"] == {"garbage_collector": "CMS", "additional-jvm-opts": ["-Dx=1"]}
+    kc["spec"]["cassandra"]["serverVersion"] = "3.11.14"
+    config = build_datacenters(kc)[0].object["spec"]["config"]
+    assert config["jvm-options"] == {"initial_heap_size": 2**29, "max_heap_size": 2**29, "garbage_collector": "CMS",
+                                     "heap_size_young_generation": 2**28, "thread_priority_policy_42": True}
+    assert config["jvm11-server-options"] == {"additional-jvm-opts": ["-Dx=1"]}
+
+
+def test_vector_adds_the_system_logger_its_resources_and_its_volume():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["clusterName"] = "E2E Test"
+    kc["spec"]["cassandra"]["telemetry"]["vector"] = {"enabled": True}
+    spec = build_datacenters(kc)[0].object["spec"]
+    assert [c["name"] for c in spec["podTemplateSpec"]["spec"]["containers"]] == ["cassandra", "server-system-logger"]
+    assert spec["systemLoggerResources"] == {"requests": {"cpu": "200m", "memory": "128Mi"},
+                                             "limits": {"cpu": "2", "memory": "2Gi"}}
+    assert [v["name"] for v in spec["storageConfig"]["additionalVolumes"]] == ["vector-config", "metrics-agent-config"]
+    assert spec["storageConfig"]["additionalVolumes"][0] == {
+        "name": "vector-config", "mountPath": "/etc/vector", "volumeSource": {"configMap": {"name": "e2etest-dc1-cass-vector"}}}
+    kc["spec"]["cassandra"]["telemetry"]["vector"] |= {"image": "vector:1", "resources": {"limits": {"cpu": "1"}}}
+    spec = build_datacenters(kc)[0].object["spec"]
+    assert spec["podTemplateSpec"]["spec"]["containers"][1] == {"name": "server-system-logger", "image": "vector:1"}
+    assert spec["systemLoggerResources"] == {"limits": {"cpu": "1"}}
+    del kc["spec"]["cassandra"]["telemetry"]["vector"]
+    spec = build_datacenters(kc)[0].object["spec"]
+    assert "systemLoggerResources" not in spec and len(spec["podTemplateSpec"]["spec"]["containers"]) == 1
