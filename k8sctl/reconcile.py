@@ -401,6 +401,7 @@ def _plan_superuser(report: SuperuserReport | None, reports: list[DatacenterRepo
             if r.action != "error":
                 _fail(r, e)
         return
+    made: set[tuple[str, str]] = set()  # (API server, namespace): several contexts may name one cluster
     for (context, namespace), live in report.existing.items():
         if (context, namespace) == source_key:
             continue
@@ -408,8 +409,20 @@ def _plan_superuser(report: SuperuserReport | None, reports: list[DatacenterRepo
             report.actions[(context, namespace)] = "unchanged"
             continue
         try:
+            client = cache.remote(context)
+            if (client.server, namespace) in made:
+                report.actions[(context, namespace)] = planned
+                continue
             if not dry_run:
-                cache.remote(context).create(kube.SECRET, replicated_superuser_secret(source, kc, namespace), namespace)
+                try:
+                    client.create(kube.SECRET, replicated_superuser_secret(source, kc, namespace), namespace)
+                except kube.ApiError as e:
+                    if e.status != 409:
+                        raise
+                    # Made since it was read (by the operator's replication, say): it stays as it is.
+                    report.actions[(context, namespace)] = "unchanged"
+                    continue
+            made.add((client.server, namespace))
             report.actions[(context, namespace)] = planned
         except Exception as e:  # noqa: BLE001 - reported on the datacenters that need it
             report.actions[(context, namespace)] = "error"

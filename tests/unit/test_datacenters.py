@@ -283,3 +283,44 @@ def test_vector_adds_the_system_logger_its_resources_and_its_volume():
     del kc["spec"]["cassandra"]["telemetry"]["vector"]
     spec = build_datacenters(kc)[0].object["spec"]
     assert "systemLoggerResources" not in spec and len(spec["podTemplateSpec"]["spec"]["containers"]) == 1
+
+
+def test_metrics_agent_config_map_is_the_operators():
+    kc = load("k8ssandracluster-demo.yaml")
+    kc["spec"]["cassandra"]["metadata"] = {"commonLabels": {"team": "db", "k8ssandra.io/cluster-name": "spoof"},
+                                           "commonAnnotations": {"note": "x"}}
+    agent = build_datacenters(kc)[0].agent_config
+    assert agent["metadata"]["name"] == "demo-dc1-metrics-agent-config" and agent["metadata"]["namespace"] == "k8ssandra-operator"
+    # The cluster's common labels, under the operator's own (which win).
+    assert agent["metadata"]["labels"] == {"team": "db", "k8ssandra.io/cleaned-up-by": "k8ssandracluster-controller",
+                                           "k8ssandra.io/cluster-name": "demo",
+                                           "k8ssandra.io/cluster-namespace": "k8ssandra-operator"}
+    assert agent["metadata"]["annotations"]["note"] == "x" and HASH_ANNOTATION in agent["metadata"]["annotations"]
+    text = agent["data"]["metrics-collector.yaml"]
+    # sigs.k8s.io/yaml's form: sorted keys, unindented lists, double quotes (seen byte for byte on the operator's).
+    assert text.startswith('relabels:\n- regex: .+\n  replacement: "true"\n  sourceLabels:\n  - table\n  targetLabel: should_drop\n')
+    assert text.endswith('- action: drop\n  regex: "true"\n  sourceLabels:\n  - should_drop\n')
+    assert yaml.safe_load(text)["relabels"][1]["regex"] == "org_apache_cassandra_metrics_table_live_ss_table_count"
+    kc["spec"]["cassandra"]["telemetry"]["cassandra"] = {"endpoint": {"port": "9000"}}
+    assert yaml.safe_load(build_datacenters(kc)[0].agent_config["data"]["metrics-collector.yaml"])["endpoint"] == {"port": "9000"}
+
+
+def test_superuser_secret_and_its_copies():
+    from k8sctl.datacenters import replicated_superuser_secret, superuser_secret, superuser_secret_name
+
+    kc = load("k8ssandracluster-overrides.yaml")
+    kc["metadata"]["uid"] = "u-1"
+    assert superuser_secret_name(kc) == "overrides-superuser"  # "Over Rides", cleaned up
+    source = superuser_secret(kc, "pw-0123456789")
+    assert source["data"] == {"username": "b3ZlcnJpZGVzLXN1cGVydXNlcg==", "password": "cHctMDEyMzQ1Njc4OQ=="}
+    assert source["metadata"]["labels"] == {"k8ssandra.io/replicated-by": "k8ssandracluster-controller",
+                                            "k8ssandra.io/cluster-name": "overrides",
+                                            "k8ssandra.io/cluster-namespace": "k8ssandra-operator"}
+    assert source["metadata"]["ownerReferences"][0]["uid"] == "u-1" and source["type"] == "Opaque"
+    source["metadata"]["annotations"] = {"k8ssandra.io/resource-hash": "h", "cassandra.datastax.com/x": "y", "keep": "z"}
+    copy_ = replicated_superuser_secret(source, kc, "db")
+    assert copy_["metadata"]["namespace"] == "db" and "ownerReferences" not in copy_["metadata"]
+    assert copy_["metadata"]["labels"]["k8ssandra.io/replicated-secret-name"] == "k8ssandra-operator.overrides"
+    assert copy_["metadata"]["annotations"] == {"keep": "z"} and copy_["data"] == source["data"]
+    kc["spec"]["secretsProvider"] = "external"
+    assert superuser_secret_name(kc) is None

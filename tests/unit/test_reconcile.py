@@ -190,3 +190,19 @@ def test_schema_errors_are_one_line_grouped_by_cause():
     assert line == ("datacenters dc1, dc2 in context c1: the datacenter is refused ... at field spec.config: x; "
                     "datacenter dc3 in context (control plane): the datacenter is refused ... at field metadata.labels: y")
     assert "\n" not in line
+
+
+def test_the_metrics_agent_config_map_is_written_when_missing_or_changed_only():
+    r = reports()[0]
+    r.agent_config = build_datacenters(yaml.safe_load((FIXTURES / "k8ssandracluster-demo.yaml").read_text())
+                                       | {"metadata": {"name": "demo", "namespace": "k8ssandra-operator"}})[0].agent_config
+    set_live(r, ready=True)
+    rec.classify(r, force_conflicts=False)
+    assert r.agent_changed and r.action == "update" and not r.dc_changed  # missing: only the ConfigMap is written
+    r.existing_agent_config = copy.deepcopy(r.agent_config)
+    r.existing_agent_config["metadata"]["annotations"][cdc.HASH_ANNOTATION] = "the-operators-hash="
+    rec.classify(r, force_conflicts=False)
+    assert not r.agent_changed and r.action == "unchanged"  # the operator's, same content
+    r.existing_agent_config["data"]["metrics-collector.yaml"] = "relabels: []\n"
+    rec.classify(r, force_conflicts=False)
+    assert r.agent_changed and r.action == "update"
