@@ -613,7 +613,7 @@ def _plan_dry_run(reports: list[DatacenterReport], gate: bool) -> None:
             r.agent_action = "unchanged"
         if r.action == "create" and gate and blocker(reports, i) is not None:
             r.action = "waiting"
-            r.secret_action = None
+            r.secret_action = r.agent_action = None  # written with the datacenter, not before
         else:
             r.action = {"create": "would be created", "update": "would be updated"}[r.action]
 

@@ -57,6 +57,14 @@ def test_dry_run_plan_marks_blocked_creations_waiting():
         rec.classify(r, force_conflicts=False)
     rec._plan_dry_run(rs, gate=True)
     assert [r.action for r in rs] == ["would be created", "waiting", "waiting"]
+    assert [r.agent_action for r in rs] == [None] * 3  # these reports carry no ConfigMap
+    rs = reports()
+    for r in rs:
+        r.agent_config = {"kind": "ConfigMap", "metadata": {"name": f"{r.name}-metrics-agent-config"}, "data": {}}
+        rec.classify(r, force_conflicts=False)
+    rec._plan_dry_run(rs, gate=True)
+    # A waiting datacenter's ConfigMap is written with it, not before.
+    assert [r.agent_action for r in rs] == ["would be created", None, None]
     rs = reports()
     for r in rs:
         rec.classify(r, force_conflicts=False)
