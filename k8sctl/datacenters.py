@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import json
 import re
 from dataclasses import dataclass
@@ -498,6 +499,8 @@ def superuser_secret(kc: dict, password: str) -> dict:
     out = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
            "metadata": {"name": name, "namespace": meta.get("namespace") or "", **_common_meta(kc, labels)},
            "data": {"username": _b64(name), "password": _b64(password)}}
+    # The operator's replication stamps it (on the source and each copy): written here, nothing to add.
+    out["metadata"]["annotations"][HASH_ANNOTATION] = secret_data_hash(out["data"])
     if meta.get("uid"):
         out["metadata"]["ownerReferences"] = [{"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
                                                "name": meta["name"], "uid": meta["uid"], "controller": True,
@@ -512,11 +515,21 @@ def replicated_superuser_secret(source: dict, kc: dict, namespace: str) -> dict:
     src = source["metadata"]
     labels = {**(src.get("labels") or {}),
               "k8ssandra.io/replicated-secret-name": f"{meta.get('namespace') or ''}.{meta['name']}"}
-    annotations = {k: v for k, v in (src.get("annotations") or {}).items()
-                   if not k.startswith("cassandra.datastax.com/") and k != HASH_ANNOTATION}
+    annotations = {k: v for k, v in (src.get("annotations") or {}).items() if not k.startswith("cassandra.datastax.com/")}
+    annotations[HASH_ANNOTATION] = secret_data_hash(source.get("data") or {})
     return {"apiVersion": "v1", "kind": "Secret", "type": source.get("type") or "Opaque",
             "metadata": {"name": src["name"], "namespace": namespace, "labels": labels, "annotations": annotations},
             "data": dict(source.get("data") or {})}
+
+
+def secret_data_hash(data: dict[str, str]) -> str:
+    """The operator's `k8ssandra.io/resource-hash` of a replicated Secret: base64(sha256) of go-spew's
+    `%#v` of its data, a map[string][]byte (sorted keys, bytes in decimal). Reproducible, unlike the
+    datacenter's: a Secret's data is one map, not a tree of Go structs."""
+    raw = {k: base64.b64decode(v) for k, v in data.items()}
+    text = "(map[string][]uint8)map[" + " ".join(
+        f"{k}:[{' '.join(str(b) for b in raw[k])}]" for k in sorted(raw)) + "]"
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 def _b64(text: str) -> str:

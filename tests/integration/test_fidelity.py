@@ -106,13 +106,14 @@ def leaves(obj: Any, path: str = "") -> dict[str, Any]:
 
 
 def owned_view(obj: dict | None) -> dict:
-    """What both write: labels, annotations but the resource hash, owners, and spec/type/data."""
+    """What both write: labels, annotations, owners, and spec/type/data. The resource hash is left
+    out but for a Secret's (the operator's hash of a datacenter or a ConfigMap is not computable)."""
     if obj is None:
         return {}
     meta = obj.get("metadata") or {}
     view = {"metadata": {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences"),
                          "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
-                                         if k != cdc.HASH_ANNOTATION}}}
+                                         if k != cdc.HASH_ANNOTATION or obj.get("kind") == "Secret"}}}
     view |= {k: obj[k] for k in ("spec", "type", "data") if k in obj}
     return view
 
