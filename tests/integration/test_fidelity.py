@@ -34,9 +34,10 @@ from k8sctl.sandbox.cluster import SandboxState
 
 NS = k8ssandra.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-# The documented demo and the upstream samples the operator accepts (copied from ../shared/samples).
+# The documented demo, the upstream samples the operator accepts (copied from ../shared/samples),
+# and the project's own overrides fixture.
 ACCEPTED = ["k8ssandracluster-demo.yaml", "k8ssandracluster-multi-kind.yaml", "k8ssandracluster-fixture-multi-dc.yaml",
-            "k8ssandracluster-fixture-multi-dc-mixed.yaml"]
+            "k8ssandracluster-fixture-multi-dc-mixed.yaml", "k8ssandracluster-overrides.yaml"]
 UNPATCHED_DC_CRD = FIXTURES / "crds" / "unpatched" / "cassandra.datastax.com_cassandradatacenters.yaml"
 
 _missing = [str(p) for p in (operator.DEFAULT_SOURCE, operator.SHARED_CRDS) if not p.is_dir()]
