@@ -18,8 +18,7 @@ from typing import Any
 
 import yaml
 
-from k8sctl.apis.cassandradatacenter import (API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash,
-                                             with_hash)
+from k8sctl.apis.cassandradatacenter import API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash
 from k8sctl.errors import UsageError
 
 __all__ = ["API_VERSION", "HASH_ANNOTATION", "SKIP_USER_CREATION", "DesiredDatacenter", "build_datacenters",
@@ -461,7 +460,7 @@ class _GoYamlDumper(yaml.SafeDumper):
 def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: str) -> dict:
     """The ConfigMap the operator writes beside each datacenter for its metrics agent (MCAC or not):
     its default configuration merged with spec telemetry.cassandra, the cleaned-up-by labels and
-    the cluster's common labels and annotations. Hash annotated by k8sctl."""
+    the cluster's common labels and annotations, and the operator's own resource hash."""
     meta = kc.get("metadata") or {}
     cassandra = (kc.get("spec") or {}).get("cassandra") or {}
     agent = merge(DEFAULT_AGENT_CONFIG, (options.get("telemetry") or {}).get("cassandra") or {})
@@ -471,7 +470,36 @@ def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: s
                        "namespace": namespace,
                        **_common_meta(kc, cleaned_up_by_labels(meta["name"], meta.get("namespace") or ""))},
           "data": {METRICS_AGENT_KEY: text}}
-    return with_hash(cm)
+    # The operator hashes the ConfigMap before it has any annotation but the common ones (nil without them).
+    common = ((cassandra.get("metadata") or {}).get("commonAnnotations"))
+    cm["metadata"]["annotations"][HASH_ANNOTATION] = config_map_hash(cm, None if common is None else dict(common))
+    return cm
+
+
+def _spew_map(d: dict | None) -> str:
+    """go-spew's `%#v` of a map[string]string's value: sorted keys, strings as they are; nil as <nil>."""
+    return "<nil>" if d is None else "map[" + " ".join(f"{k}:{d[k]}" for k in sorted(d)) + "]"
+
+
+def config_map_hash(cm: dict, annotations: dict | None) -> str:
+    """The operator's `k8ssandra.io/resource-hash` of a ConfigMap it creates: base64(sha256) of go-spew's
+    `%#v` of the Go *v1.ConfigMap (name, namespace, labels, `annotations`, data set; every other field
+    of ObjectMeta as in k8s.io/apimachinery v0.35, the operator v1.32.5's). Checked against the
+    operator's own annotation (tests/integration/test_fidelity.py); a ConfigMap is a small fixed
+    struct, unlike a CassandraDatacenter (README, "Reconcile fidelity")."""
+    meta = cm["metadata"]
+    text = ("(*v1.ConfigMap){TypeMeta:(v1.TypeMeta){Kind:(string) APIVersion:(string)} ObjectMeta:(v1.ObjectMeta){"
+            f"Name:(string){meta['name']} GenerateName:(string) Namespace:(string){meta['namespace']} "
+            "SelfLink:(string) UID:(types.UID) ResourceVersion:(string) Generation:(int64)0 "
+            "CreationTimestamp:(v1.Time){Time:(time.Time){wall:(uint64)0 ext:(int64)0 loc:(*time.Location)<nil>}} "
+            "DeletionTimestamp:(*v1.Time)<nil> DeletionGracePeriodSeconds:(*int64)<nil> "
+            f"Labels:(map[string]string){_spew_map(meta.get('labels'))} "
+            f"Annotations:(map[string]string){_spew_map(annotations)} "
+            "OwnerReferences:([]v1.OwnerReference)<nil> Finalizers:([]string)<nil> "
+            "ManagedFields:([]v1.ManagedFieldsEntry)<nil>} "
+            f"Immutable:(*bool)<nil> Data:(map[string]string){_spew_map(cm.get('data'))} "
+            "BinaryData:(map[string][]uint8)<nil>}")
+    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
 
 
 # --- the superuser Secret -------------------------------------------------------

@@ -108,13 +108,13 @@ def leaves(obj: Any, path: str = "") -> dict[str, Any]:
 
 def owned_view(obj: dict | None) -> dict:
     """What both write: labels, annotations, owners, and spec/type/data. The resource hash is left
-    out but for a Secret's (the operator's hash of a datacenter or a ConfigMap is not computable)."""
+    out for the datacenter only (the operator's is not computable there: README)."""
     if obj is None:
         return {}
     meta = obj.get("metadata") or {}
     view = {"metadata": {"labels": meta.get("labels"), "ownerReferences": meta.get("ownerReferences"),
                          "annotations": {k: v for k, v in (meta.get("annotations") or {}).items()
-                                         if k != cdc.HASH_ANNOTATION or obj.get("kind") == "Secret"}}}
+                                         if k != cdc.HASH_ANNOTATION or obj.get("kind") != cdc.KIND}}}
     view |= {k: obj[k] for k in ("spec", "type", "data") if k in obj}
     return view
 

@@ -339,3 +339,23 @@ def test_secret_data_hash_is_the_operators():
     # The dump go-spew v1.1.2 printed for this map (a probe run once with the operator's go-spew).
     dump = "(map[string][]uint8)map[password:[99] username:[97 98]]"
     assert secret_data_hash(data) == b64.b64encode(hashlib.sha256(dump.encode()).digest()).decode()
+
+
+def test_config_map_hash_follows_go_spew():
+    """The dump go-spew v1.1.2 printed for this *v1.ConfigMap (k8s.io/api v0.35.5; a probe run once
+    with the operator's modules); the operator's own annotation is compared in test_fidelity.py."""
+    import base64 as b64
+    import hashlib
+
+    from k8sctl.datacenters import config_map_hash
+
+    dump = ('(*v1.ConfigMap){TypeMeta:(v1.TypeMeta){Kind:(string) APIVersion:(string)} ObjectMeta:(v1.ObjectMeta){'
+            'Name:(string)n GenerateName:(string) Namespace:(string)ns SelfLink:(string) UID:(types.UID) '
+            'ResourceVersion:(string) Generation:(int64)0 CreationTimestamp:(v1.Time){Time:(time.Time){wall:(uint64)0 '
+            'ext:(int64)0 loc:(*time.Location)<nil>}} DeletionTimestamp:(*v1.Time)<nil> '
+            'DeletionGracePeriodSeconds:(*int64)<nil> Labels:(map[string]string)map[l:v] '
+            'Annotations:(map[string]string)<nil> OwnerReferences:([]v1.OwnerReference)<nil> Finalizers:([]string)<nil> '
+            'ManagedFields:([]v1.ManagedFieldsEntry)<nil>} Immutable:(*bool)<nil> Data:(map[string]string)map[k:a\nb "q"] '
+            'BinaryData:(map[string][]uint8)<nil>}')
+    cm = {"metadata": {"name": "n", "namespace": "ns", "labels": {"l": "v"}}, "data": {"k": 'a\nb "q"'}}
+    assert config_map_hash(cm, None) == b64.b64encode(hashlib.sha256(dump.encode()).digest()).decode()
