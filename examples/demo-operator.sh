@@ -59,7 +59,8 @@ python3 - "$DIR/reconcile-dry-run.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 for r in d["datacenters"]:
-    print(f"  {r['name']}: {r['action']}; metrics agent ConfigMap {r['metricsAgentConfigMap']['action']}")
+    agent = r["metricsAgentConfigMap"]["action"] or "written with it"
+    print(f"  {r['name']}: {r['action']}; metrics agent ConfigMap {agent}")
 copies = d["superuserSecret"]["copies"]
 print("  superuser Secret: " + ", ".join(f"{c['context'] or '(control plane)'} {c['action']}" for c in copies))
 PY
