@@ -595,11 +595,15 @@ def _pod_template(options: dict, mcac: bool) -> dict:
         env.append({"name": "MGMT_API_DISABLE_MCAC", "value": "true"})
     if not env:
         del cassandra["env"]
-    if _vector(options) is not None and not any(c.get("name") == SYSTEM_LOGGER for c in containers):
+    vector = _vector(options)
+    if vector is not None:
         # Vector runs as cass-operator's system logger: after cassandra, as UpdateLoggerContainer appends it.
-        containers.append({"name": SYSTEM_LOGGER})
-    if _vector(options) and _vector(options).get("image"):
-        next(c for c in containers if c.get("name") == SYSTEM_LOGGER)["image"] = _vector(options)["image"]
+        logger = next((c for c in containers if c.get("name") == SYSTEM_LOGGER), None)
+        if logger is None:
+            logger = {"name": SYSTEM_LOGGER}
+            containers.append(logger)
+        if vector.get("image"):
+            logger["image"] = vector["image"]
     spec: dict = {"containers": containers}
     if options.get("initContainers"):
         spec["initContainers"] = copy.deepcopy(options["initContainers"])
