@@ -13,7 +13,9 @@ written; then write (Secret before the datacenter that names it) and report.
 """
 from __future__ import annotations
 
+import base64
 import difflib
+import secrets
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,11 +24,12 @@ from typing import Any
 
 import yaml
 
-from k8sctl import kube
+from k8sctl import kube, redact
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis.cassandradatacenter import ready_state  # also read from here by sandbox.tools
 from k8sctl.cache import ClientCache
-from k8sctl.datacenters import DesiredDatacenter, build_datacenters
+from k8sctl.datacenters import (SUPERUSER_PASSWORD_CHARACTERS, SUPERUSER_PASSWORD_LENGTH, DesiredDatacenter,
+                                build_datacenters, replicated_superuser_secret, superuser_secret, superuser_secret_name)
 from k8sctl.errors import ClusterError, UsageError
 
 Progress = Callable[[str], None]
@@ -71,6 +74,10 @@ class DatacenterReport:
     config_secret: str | None = None  # the config Secret's name, when k8sctl writes or removes one
     secret_action: str | None = None  # what happened to the config Secret: created, updated, unchanged, deleted
     drift: list[str] = field(default_factory=list)
+    agent_action: str | None = None   # the metrics agent ConfigMap: created, updated, unchanged (would be ...)
+    agent_config: dict | None = field(default=None, repr=False)           # desired
+    existing_agent_config: dict | None = field(default=None, repr=False)
+    agent_changed: bool = field(default=False, repr=False)
     inline: dict = field(default_factory=dict, repr=False)      # the builder's object, config inline
     desired: dict = field(default_factory=dict, repr=False)     # the datacenter as written
     desired_secret: dict | None = field(default=None, repr=False)
@@ -97,6 +104,8 @@ class DatacenterReport:
         if self.config_secret and (self.config_source == cdc.SECRET or self.secret_action):
             d["configSecret"] = {"name": self.config_secret, "keys": [cdc.CONFIG_SECRET_KEY],
                                  "action": self.secret_action}
+        if self.agent_config is not None:
+            d["metricsAgentConfigMap"] = {"name": self.agent_config["metadata"]["name"], "action": self.agent_action}
         if self.drift:
             d["drift"] = self.drift
         if self.error:
@@ -114,6 +123,7 @@ class ReconcileResult:
     datacenters: list[DatacenterReport]
     broken_clientconfigs: list[dict]
     config_sources: dict[str, SourceChoice] = field(default_factory=dict)
+    superuser: SuperuserReport | None = None
 
     @property
     def failed(self) -> bool:
@@ -123,7 +133,22 @@ class ReconcileResult:
         return {"k8ssandraCluster": self.cluster, "namespace": self.namespace, "dryRun": self.dry_run,
                 "failed": self.failed, "brokenClientConfigs": self.broken_clientconfigs,
                 "configSources": {ctx: c.as_dict() for ctx, c in self.config_sources.items()},
+                "superuserSecret": self.superuser.as_dict() if self.superuser else None,
                 "datacenters": [r.as_dict() for r in self.datacenters]}
+
+
+@dataclass
+class SuperuserReport:
+    """The cluster-wide superuser Secret: in the control plane, and a copy where each datacenter runs."""
+
+    name: str
+    # (context, namespace) -> action (created, unchanged, would be created, error); ("", kc ns) is the source.
+    actions: dict[tuple[str, str], str] = field(default_factory=dict)
+    existing: dict[tuple[str, str], dict | None] = field(default_factory=dict, repr=False)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "keys": ["password", "username"],
+                "copies": [{"context": c, "namespace": n, "action": a} for (c, n), a in self.actions.items()]}
 
 
 def _live_secret_name(r: DatacenterReport) -> str | None:
@@ -210,9 +235,10 @@ def source_from_live(reports: list[DatacenterReport], forced: str, cluster: str)
 def classify(r: DatacenterReport, force_conflicts: bool) -> None:
     """Set r.action (create, update, unchanged, error) from the live objects and what is desired.
 
-    Unchanged only when the stored hash is ours AND every field k8sctl owns has the desired
-    value on the live object (an edit made with kubectl is undone), and the same for the
-    config Secret.
+    Unchanged when the stored hash is ours AND every field k8sctl owns has the desired
+    value on the live object (an edit made with kubectl is undone), or when the live object
+    has another hash (the operator's) and every other field k8sctl writes has the desired
+    value; and the same for the config Secret.
     """
     live, desired = r.existing, r.desired
     r.drift, r.restore, r.remove_secret = [], False, False
@@ -226,6 +252,7 @@ def classify(r: DatacenterReport, force_conflicts: bool) -> None:
                 f"over, or remove it")
             return
         r.secret_changed = live_secret is None or bool(cdc.owned_drift(r.desired_secret, live_secret))
+    r.agent_changed = _object_changed(r.agent_config, r.existing_agent_config)
     if live is None:
         r.action = "create"
         return
@@ -239,12 +266,26 @@ def classify(r: DatacenterReport, force_conflicts: bool) -> None:
         # Switching to inline: the Secret k8sctl wrote (the one read is always the derived
         # name) is removed once nothing names it.
         r.remove_secret = cdc.managed_by_k8sctl(r.existing_secret)
-    r.dc_changed = not ours or bool(r.drift)
+    # A datacenter the operator made carries its hash, which k8sctl cannot compute (README,
+    # "Reconcile fidelity"): when every field k8sctl writes but that annotation already has
+    # the desired value, there is nothing to write.
+    same_but_hash = cdc.stored_hash(live) is not None and r.drift == [cdc.HASH_PATH]
+    r.dc_changed = bool(r.drift) if ours else not same_but_hash
     # Our own object, changed behind our back: take the fields back (kubectl edit took them over).
     r.restore = ours and bool(r.drift)
     if not r.restore:
         r.drift = []
-    r.action = "update" if r.dc_changed or r.secret_changed or r.remove_secret else "unchanged"
+    r.action = "update" if r.dc_changed or r.secret_changed or r.remove_secret or r.agent_changed else "unchanged"
+
+
+def _object_changed(desired: dict | None, live: dict | None) -> bool:
+    """Whether an object k8sctl writes beside a datacenter is to be written: missing, or a field
+    k8sctl writes differs (the hash annotation only when the live object has none)."""
+    if desired is None:
+        return False
+    if live is None:
+        return True
+    return bool([p for p in cdc.owned_drift(desired, live) if p != cdc.HASH_PATH or cdc.stored_hash(live) is None])
 
 
 def blocker(reports: list[DatacenterReport], index: int) -> DatacenterReport | None:
@@ -267,7 +308,9 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     desired = build_datacenters(kc)
     check_contexts(desired, cache)
     cluster = kc["metadata"]["name"]
-    reports = [DatacenterReport(d.context, d.namespace, d.name, inline=d.object, desired=d.object) for d in desired]
+    reports = [DatacenterReport(d.context, d.namespace, d.name, inline=d.object, desired=d.object,
+                                agent_config=d.agent_config) for d in desired]
+    superuser = _read_superuser(kc, local)
     sources: dict[str, SourceChoice] = {}
 
     progress("reading CassandraDatacenters")
@@ -275,6 +318,12 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     def read(context: str, items: list[DatacenterReport]) -> None:
         client = cache.remote(context)
         _each(items, lambda r: setattr(r, "existing", client.get_or_none(cdc.RESOURCE, r.name, r.namespace)))
+        _each(items, lambda r: _read_agent_config(r, client))
+        if superuser is not None:
+            for namespace in dict.fromkeys(r.namespace for r in items):
+                key = (context, namespace)
+                if key not in superuser.existing:
+                    superuser.existing[key] = client.get_or_none(kube.SECRET, superuser.name, namespace)
         choice = sources[context] = source_from_live(items, opts.config_source, cluster)
         _shape(items, client, choice.source or cdc.INLINE, cluster, opts)
 
@@ -297,14 +346,89 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         if r.action != "error":
             r.ready, r.progress = ready_state(r.existing)
     if opts.dry_run:
+        _plan_superuser(superuser, reports, cache, kc, dry_run=True)
         _plan_dry_run(reports, opts.gate)
     else:
+        _plan_superuser(superuser, reports, cache, kc, dry_run=False)
         _push(reports, cache, opts, progress)
         if opts.update_status:
             _update_status(local, kc, reports)
     broken = [{"name": b.name, "context": b.context, "reason": b.reason} for b in cache.broken]
     return ReconcileResult(opts.name, opts.namespace, opts.dry_run, reports, broken,
-                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources})
+                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources}, superuser)
+
+
+def _read_agent_config(r: DatacenterReport, client: kube.KubeClient) -> None:
+    if r.agent_config is not None:
+        r.existing_agent_config = client.get_or_none(kube.CONFIGMAP, r.agent_config["metadata"]["name"], r.namespace)
+
+
+def _read_superuser(kc: dict, local: kube.KubeClient) -> SuperuserReport | None:
+    name = superuser_secret_name(kc)
+    if name is None:  # external secrets: nobody creates it
+        return None
+    namespace = kc["metadata"]["namespace"]
+    report = SuperuserReport(name)
+    report.existing[("", namespace)] = local.get_or_none(kube.SECRET, name, namespace)
+    return report
+
+
+def _plan_superuser(report: SuperuserReport | None, reports: list[DatacenterReport], cache: ClientCache, kc: dict,
+                    dry_run: bool) -> None:
+    """Create the superuser Secret where it is missing, as the operator does before any datacenter:
+    in the control plane (a new random password), then a copy of it in each datacenter's cluster and
+    namespace. Never replaced once there: it holds the password Cassandra was given. A failure is
+    that of the datacenters going where the copy is missing."""
+    if report is None:
+        return
+    source_key = ("", kc["metadata"]["namespace"])
+    source = report.existing.get(source_key)
+    planned = "would be created" if dry_run else "created"
+    try:
+        if source is None:
+            source = superuser_secret(kc, "".join(secrets.choice(SUPERUSER_PASSWORD_CHARACTERS)
+                                                  for _ in range(SUPERUSER_PASSWORD_LENGTH)))
+            if not dry_run:
+                source = cache.local().create(kube.SECRET, source, source_key[1])
+            report.actions[source_key] = planned
+        else:
+            report.actions[source_key] = "unchanged"
+        # A credential, read or made here: no message may carry it.
+        redact.remember(base64.b64decode((source.get("data") or {}).get("password") or ""))
+    except Exception as e:  # noqa: BLE001 - every datacenter needs it
+        report.actions[source_key] = "error"
+        for r in reports:
+            if r.action != "error":
+                _fail(r, e)
+        return
+    made: set[tuple[str, str]] = set()  # (API server, namespace): several contexts may name one cluster
+    for (context, namespace), live in report.existing.items():
+        if (context, namespace) == source_key:
+            continue
+        if live is not None:
+            report.actions[(context, namespace)] = "unchanged"
+            continue
+        try:
+            client = cache.remote(context)
+            if (client.server, namespace) in made:
+                report.actions[(context, namespace)] = planned
+                continue
+            if not dry_run:
+                try:
+                    client.create(kube.SECRET, replicated_superuser_secret(source, kc, namespace), namespace)
+                except kube.ApiError as e:
+                    if e.status != 409:
+                        raise
+                    # Made since it was read (by the operator's replication, say): it stays as it is.
+                    report.actions[(context, namespace)] = "unchanged"
+                    continue
+            made.add((client.server, namespace))
+            report.actions[(context, namespace)] = planned
+        except Exception as e:  # noqa: BLE001 - reported on the datacenters that need it
+            report.actions[(context, namespace)] = "error"
+            for r in reports:
+                if (r.context, r.namespace) == (context, namespace) and r.action != "error":
+                    _fail(r, e)
 
 
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
@@ -461,6 +585,8 @@ def _diff(existing: dict | None, desired: dict) -> str:
         shown: dict[str, Any] = {"metadata": {k: meta.get(k) for k in keys if meta.get(k)}}
         if o.get("kind") == "Secret":  # names of keys, never values
             shown["data"] = {k: "(hidden)" for k in sorted(o.get("data") or {})}
+        elif o.get("kind") == "ConfigMap":
+            shown["data"] = o.get("data")
         else:
             shown["spec"] = o.get("spec")
         return yaml.safe_dump(shown, sort_keys=True).splitlines(keepends=True)
@@ -470,6 +596,8 @@ def _diff(existing: dict | None, desired: dict) -> str:
 
 def _plan_dry_run(reports: list[DatacenterReport], gate: bool) -> None:
     for i, r in enumerate(reports):
+        if r.action == "unchanged" and r.agent_config is not None:
+            r.agent_action = "unchanged"
         if r.action in ("error", "unchanged"):
             continue
         r.diff = _diff(r.existing, r.desired) if r.dc_changed or r.existing is None else ""
@@ -478,9 +606,14 @@ def _plan_dry_run(reports: list[DatacenterReport], gate: bool) -> None:
             r.secret_action = "would be created" if r.existing_secret is None else "would be updated"
         if r.remove_secret:
             r.secret_action = "would be deleted"
+        if r.agent_changed:
+            r.diff += _diff(r.existing_agent_config, r.agent_config)
+            r.agent_action = "would be created" if r.existing_agent_config is None else "would be updated"
+        elif r.agent_config is not None:
+            r.agent_action = "unchanged"
         if r.action == "create" and gate and blocker(reports, i) is not None:
             r.action = "waiting"
-            r.secret_action = None
+            r.secret_action = r.agent_action = None  # written with the datacenter, not before
         else:
             r.action = {"create": "would be created", "update": "would be updated"}[r.action]
 
@@ -505,6 +638,14 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
         r.secret_action = "updated" if existed else "created"
     elif r.desired_secret is not None:
         r.secret_action = "unchanged"
+    if r.agent_changed:
+        # Before the datacenter that mounts it. The operator's own (its hash, created with an
+        # update) is taken over: what k8sctl writes there is what the operator writes.
+        existed = r.existing_agent_config is not None
+        r.existing_agent_config = _apply(r, client, kube.CONFIGMAP, r.agent_config, True)
+        r.agent_action = "updated" if existed else "created"
+    elif r.agent_config is not None:
+        r.agent_action = "unchanged"
     if r.untyped_config:
         _to_config_secret(r, client)
     if r.existing is None or r.dc_changed:
@@ -535,6 +676,8 @@ def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOp
     for r in reports:
         if r.action == "unchanged" and r.desired_secret is not None:
             r.secret_action = "unchanged"
+        if r.action == "unchanged" and r.agent_config is not None:
+            r.agent_action = "unchanged"
     for i, r in enumerate(reports):
         if r.action == "error":
             continue

@@ -32,6 +32,7 @@ KIND = "CassandraDatacenter"
 RESOURCE = Resource(GROUP, VERSION, "cassandradatacenters", KIND)
 
 HASH_ANNOTATION = "k8ssandra.io/resource-hash"
+HASH_PATH = f"metadata.annotations.{HASH_ANNOTATION}"  # as `owned_drift` names it
 SKIP_USER_CREATION = "cassandra.datastax.com/skip-user-creation"
 # cass-operator annotates the Secret named by spec.configSecret with the datacenter's name
 # (and patches it in when missing): k8sctl writes it itself so the operator has nothing to add.

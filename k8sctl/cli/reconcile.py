@@ -91,6 +91,8 @@ def reconcile(
         for r in result.datacenters:
             if r.desired_secret is not None:
                 docs.append(r.desired_secret if show_secrets else _hidden(r.desired_secret))
+            if r.agent_config is not None:
+                docs.append(r.agent_config)
             docs.append(r.desired)
         typer.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
     if dry_run and show_secrets:
@@ -147,6 +149,15 @@ def _text(d: dict) -> None:
         if secret and secret.get("action"):
             out.print(e(f"{r['name']}: config Secret {r['namespace']}/{secret['name']} "
                         f"(key {', '.join(secret['keys'])}) {secret['action']}"))
+    for r in d["datacenters"]:
+        agent = r.get("metricsAgentConfigMap")
+        if agent and agent.get("action") not in (None, "unchanged"):
+            out.print(e(f"{r['name']}: metrics agent ConfigMap {r['namespace']}/{agent['name']} {agent['action']}"))
+    superuser = d.get("superuserSecret")
+    if superuser and any(c["action"] != "unchanged" for c in superuser["copies"]):
+        where = ", ".join(f"{c['action']} in {c['context'] or '(control plane)'}/{c['namespace']}"
+                          for c in superuser["copies"])
+        out.print(e(f"superuser Secret {superuser['name']} (keys {', '.join(superuser['keys'])}): {where}"))
     for r in d["datacenters"]:
         if r.get("drift"):
             out.print(e(f"{r['name']}: fields k8sctl owns were changed out of band, restored: {', '.join(r['drift'])}"))

@@ -256,7 +256,7 @@ def test_webhook_refuses_an_unknown_context(op_sandbox, control):
 def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, control, data_plane, tmp_path):
     """cass-operator's raw CRD (spec.config a byte string, k8ssandra/k8ssandra#1693): the real
     operator's CassandraDatacenter is refused. (`k8sctl reconcile --config-source auto`
-    succeeding there is another branch's work.)"""
+    succeeding on the same sandbox: test_fidelity.py.)"""
     registered(op_sandbox, tmp_path)
     patched = operator.crd_documents(operator.DEFAULT_SOURCE)
     unpatched = yaml.safe_load(UNPATCHED_DC_CRD.read_text())

@@ -178,9 +178,10 @@ def prefix(request):
 
 
 def remove_prefixed(client: kube.KubeClient, prefix: str) -> None:
-    """Delete the K8ssandraClusters, CassandraDatacenters and config Secrets whose names start with `prefix`."""
-    for resource, selector in ((kube.K8SSANDRA_CLUSTER, None), (cdc.RESOURCE, None),
-                               (kube.SECRET, f"{cdc.MANAGED_BY_LABEL}={cdc.MANAGED_BY}")):
+    """Delete the K8ssandraClusters, CassandraDatacenters, Secrets (config, superuser) and ConfigMaps
+    (metrics agent) whose names start with `prefix`."""
+    for resource, selector in ((kube.K8SSANDRA_CLUSTER, None), (cdc.RESOURCE, None), (kube.SECRET, None),
+                               (kube.CONFIGMAP, None)):
         try:
             items = client.list(resource, NS, label_selector=selector)
         except kube.ClusterError:
@@ -208,9 +209,11 @@ def test_demo_end_to_end_with_gating_and_noop(registered, admins, prefix):
     r = reconcile(registered, prefix)
     assert actions(r) == ["unchanged"] * 3
     assert [d["ready"] for d in json.loads(r.stdout)["datacenters"]] == [True] * 3
-    # No write at all; reads: the K8ssandraCluster, the ClientConfig list, their Secrets, one GET per datacenter.
+    # No write at all; reads: the K8ssandraCluster, the ClientConfig list, their Secrets, per datacenter
+    # one GET for it and one for its metrics agent ConfigMap, and the superuser Secret in the control
+    # plane and in each datacenter's cluster.
     assert kube.STATS.writes == 0
-    assert kube.STATS.by_method == {"GET": 1 + 1 + 3 + 3}
+    assert kube.STATS.by_method == {"GET": 1 + 1 + 3 + 3 * 2 + 1 + 3}
 
 
 def test_every_field_lands_in_the_remote_object(registered, admins, prefix):
@@ -453,8 +456,13 @@ def test_production_crd_auto_goes_inline_and_a_second_run_writes_nothing(crd_san
     assert [d["configSource"] for d in doc["datacenters"]] == ["inline"] * 3
     assert {ctx: c["source"] for ctx, c in doc["configSources"].items()} == {f"prod-{i}": "inline" for i in (1, 2, 3)}
     assert all("accepts an inline spec.config" in c["reason"] for c in doc["configSources"].values())
-    # One probe per context (a dry run), then one real write per datacenter.
-    assert len(dry_runs(requests_log)) == 3 and len(real_writes(requests_log)) == 3
+    # One probe per context (a dry run), then one real write per datacenter and per metrics agent
+    # ConfigMap, and the superuser Secret: in the control plane, and once in cluster 1 (prod-1..3 are all it).
+    assert len(dry_runs(requests_log)) == 3
+    assert sorted(real_writes(requests_log)) == sorted(
+        [("PATCH", cdc.RESOURCE.path(NS, f"{prefix}-dc{i}")) for i in (1, 2, 3)]
+        + [("PATCH", kube.CONFIGMAP.path(NS, f"{prefix}-{prefix}-dc{i}-metrics-agent-config")) for i in (1, 2, 3)]
+        + [("POST", kube.SECRET.path(NS))] * 2)
     stored_kc = crd_admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
     for desired in build_datacenters(stored_kc):
         live = crd_admins[1].get(cdc.RESOURCE, desired.name, NS)
@@ -480,9 +488,10 @@ def test_unpatched_crd_auto_goes_through_config_secret(crd_sandbox, crd_admins, 
     assert [d["configSource"] for d in out["datacenters"]] == ["secret"] * 3
     assert all("refuses an inline spec.config" in c["reason"] for c in out["configSources"].values())
     assert [d["configSecret"]["action"] for d in out["datacenters"]] == ["created"] * 3
-    # The probes wrote nothing: every request that was not a GET was a dry run, or one of the 3 Secrets + 3 datacenters.
+    # The probes wrote nothing: every request that was not a GET was a dry run, or one of the 3 config
+    # Secrets + 3 datacenters + 3 metrics agent ConfigMaps + 2 superuser Secrets (control plane, cluster 2).
     writes = real_writes(requests_log)
-    assert len(writes) == 6 and sum("/secrets/" in p for _, p in writes) == 3
+    assert len(writes) == 11 and sum("/secrets" in p for _, p in writes) == 5
     assert {m for m, _ in dry_runs(requests_log)} == {"POST", "PATCH"} and len(dry_runs(requests_log)) == 9
     stored_kc = crd_admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
     for desired in build_datacenters(stored_kc):

@@ -57,6 +57,14 @@ def test_dry_run_plan_marks_blocked_creations_waiting():
         rec.classify(r, force_conflicts=False)
     rec._plan_dry_run(rs, gate=True)
     assert [r.action for r in rs] == ["would be created", "waiting", "waiting"]
+    assert [r.agent_action for r in rs] == [None] * 3  # these reports carry no ConfigMap
+    rs = reports()
+    for r in rs:
+        r.agent_config = {"kind": "ConfigMap", "metadata": {"name": f"{r.name}-metrics-agent-config"}, "data": {}}
+        rec.classify(r, force_conflicts=False)
+    rec._plan_dry_run(rs, gate=True)
+    # A waiting datacenter's ConfigMap is written with it, not before.
+    assert [r.agent_action for r in rs] == ["would be created", None, None]
     rs = reports()
     for r in rs:
         rec.classify(r, force_conflicts=False)
@@ -81,9 +89,29 @@ def test_unchanged_needs_our_hash_and_our_fields():
     # Fields only the live object has (another manager's, cass-operator's annotation, status) are not ours.
     r.existing = live(r.desired, True)
     r.existing["metadata"]["annotations"]["cassandra.datastax.com/config-hash"] = "x"
-    r.existing["spec"]["additionalServiceConfig"] = {}
+    r.existing["spec"]["systemLoggerResources"] = {}
     rec.classify(r, force_conflicts=False)
     assert r.action == "unchanged"
+
+
+def test_an_operator_made_datacenter_with_our_fields_is_not_rewritten():
+    """The operator's hash cannot be computed here: its datacenter is left alone when every
+    other field k8sctl writes already has the desired value, and updated when one differs."""
+    r = reports()[0]
+    r.existing = live(r.desired, True)
+    r.existing["metadata"]["annotations"][cdc.HASH_ANNOTATION] = "the-operators-hash="
+    r.existing["metadata"]["finalizers"] = ["k8ssandracluster.k8ssandra.io/finalizer"]
+    r.existing["spec"]["systemLoggerResources"] = {}  # Go zero values the operator serializes
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "unchanged" and not r.dc_changed and r.drift == []
+    r.existing["spec"]["size"] = 5
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "update" and r.dc_changed and not r.restore
+    # No hash at all: not the operator's object; written (the annotation is ours to add).
+    r.existing = live(r.desired, True)
+    del r.existing["metadata"]["annotations"][cdc.HASH_ANNOTATION]
+    rec.classify(r, force_conflicts=False)
+    assert r.action == "update"
 
 
 def test_secret_content_is_part_of_unchanged():
@@ -170,3 +198,19 @@ def test_schema_errors_are_one_line_grouped_by_cause():
     assert line == ("datacenters dc1, dc2 in context c1: the datacenter is refused ... at field spec.config: x; "
                     "datacenter dc3 in context (control plane): the datacenter is refused ... at field metadata.labels: y")
     assert "\n" not in line
+
+
+def test_the_metrics_agent_config_map_is_written_when_missing_or_changed_only():
+    r = reports()[0]
+    r.agent_config = build_datacenters(yaml.safe_load((FIXTURES / "k8ssandracluster-demo.yaml").read_text())
+                                       | {"metadata": {"name": "demo", "namespace": "k8ssandra-operator"}})[0].agent_config
+    set_live(r, ready=True)
+    rec.classify(r, force_conflicts=False)
+    assert r.agent_changed and r.action == "update" and not r.dc_changed  # missing: only the ConfigMap is written
+    r.existing_agent_config = copy.deepcopy(r.agent_config)
+    r.existing_agent_config["metadata"]["annotations"][cdc.HASH_ANNOTATION] = "the-operators-hash="
+    rec.classify(r, force_conflicts=False)
+    assert not r.agent_changed and r.action == "unchanged"  # the operator's, same content
+    r.existing_agent_config["data"]["metrics-collector.yaml"] = "relabels: []\n"
+    rec.classify(r, force_conflicts=False)
+    assert r.agent_changed and r.action == "update"
