@@ -32,9 +32,9 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl.sandbox import binaries, cluster, k8ssandra
+from k8sctl.sandbox import binaries, cluster, crds_and_identity
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 
 
 class Relay:
@@ -135,7 +135,7 @@ def main() -> None:
         state = cluster.up(d, 3, bins)
         try:
             for c in state.clusters:
-                k8ssandra.prepare(c.kubeconfig, c.context)
+                crds_and_identity.install(c.kubeconfig, c.context)
             admins = [kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context, stats=kube.RequestStats())
                       for c in state.clusters]
             relayed = {i: relay.add(int(c.server.rsplit(":", 1)[1])) for i, c in enumerate(state.clusters)}

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl.cli import app
-from k8sctl.sandbox import binaries, cluster, k8ssandra
+from k8sctl.sandbox import binaries, cluster, crds_and_identity
 
 
 def run_process(argv: list[str]) -> tuple[float, int]:
@@ -50,7 +50,7 @@ def main() -> None:
         t0 = time.perf_counter()
         state = cluster.up(d, 3, bins)
         for c in state.clusters:
-            k8ssandra.prepare(c.kubeconfig, c.context)
+            crds_and_identity.install(c.kubeconfig, c.context)
         print(f"sandbox of 3 clusters ready in {time.perf_counter() - t0:.1f}s")
         try:
             def argv(src: int, name: str) -> list[str]:

@@ -28,10 +28,10 @@ from k8sctl import clientconfigs, kube  # noqa: E402
 from k8sctl import kubeconfig as kc  # noqa: E402
 from k8sctl.cache import ClientCache  # noqa: E402
 from k8sctl.reconcile import ReconcileOptions, run  # noqa: E402
-from k8sctl.sandbox import binaries, cluster, k8ssandra  # noqa: E402
+from k8sctl.sandbox import binaries, cluster, crds_and_identity  # noqa: E402
 from tests.integration.crds import install_cassandradatacenter_crd  # noqa: E402
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 
 
 def k8ssandra_cluster(name: str, contexts: list[str]) -> dict:
@@ -105,7 +105,7 @@ def crd_forms(bins: binaries.Binaries, rtts_ms: list[int], requests: Requests) -
         state = cluster.up(d, 3, bins, prefix="bench")
         try:
             for c in state.clusters:
-                k8ssandra.prepare(c.kubeconfig, c.context)
+                crds_and_identity.install(c.kubeconfig, c.context)
             forms = {"production": state.clusters[1], "unpatched": state.clusters[2]}
             for form, c in forms.items():
                 client = kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context)
@@ -164,7 +164,7 @@ def main() -> None:
         state = cluster.up(d, 4, bins)
         try:
             for c in state.clusters:
-                k8ssandra.prepare(c.kubeconfig, c.context)
+                crds_and_identity.install(c.kubeconfig, c.context)
             for c in state.clusters[1:]:
                 opts = clientconfigs.CreateOptions(src_kubeconfig=Path(c.kubeconfig),
                                                    dest_kubeconfig=[Path(state.clusters[0].kubeconfig)],

@@ -19,13 +19,13 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from k8sctl.apis import clientconfig as api
 from k8sctl import kube
+from k8sctl.apis import clientconfig as api
 from k8sctl.errors import ClusterError, K8sctlError
 
 
 @dataclass(frozen=True)
-class BrokenClientConfig:
+class UnusableClientConfig:
     name: str
     context: str
     reason: str
@@ -40,7 +40,7 @@ class ClientCache:
         self._namespace = namespace
         self._remotes = dict(remotes or {})
         self._lock = threading.Lock()
-        self._failed: dict[str, BrokenClientConfig] = {}
+        self._failed: dict[str, UnusableClientConfig] = {}
         self._by_context: dict[str, dict] = {}
         # context -> names of the ClientConfigs that claim it, where more than one does
         self._conflicts: dict[str, list[str]] = {}
@@ -59,12 +59,12 @@ class ClientCache:
         return cls(local, api.list_clientconfigs(local, namespace), namespace)
 
     @property
-    def broken(self) -> list[BrokenClientConfig]:
+    def broken(self) -> list[UnusableClientConfig]:
         """ClientConfigs found unusable so far: conflicts, and those a run needed and could not use."""
         with self._lock:
             out = list(self._failed.values())
         for context, names in self._conflicts.items():
-            out += [BrokenClientConfig(name, context, self._conflict_reason(context, name)) for name in names]
+            out += [UnusableClientConfig(name, context, self._conflict_reason(context, name)) for name in names]
         return out
 
     def _conflict_reason(self, context: str, name: str) -> str:
@@ -93,7 +93,7 @@ class ClientCache:
             client = self._build(self._by_context[context], context)
         except K8sctlError as e:
             with self._lock:
-                self._failed[context] = BrokenClientConfig(self._by_context[context]["metadata"]["name"], context,
+                self._failed[context] = UnusableClientConfig(self._by_context[context]["metadata"]["name"], context,
                                                            " ".join(str(e).split()))
             raise ClusterError(self._no_client(context)) from None
         with self._lock:

@@ -23,9 +23,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from k8sctl import kube
+from k8sctl import kube, redact, tokens, waiting
 from k8sctl import kubeconfig as kc
-from k8sctl import redact, tokens, waiting
 from k8sctl.apis import clientconfig as api
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
 

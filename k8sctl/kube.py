@@ -9,6 +9,7 @@ The kubernetes package is imported here only, and lazily, so that `k8sctl
 """
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import threading
@@ -102,10 +103,6 @@ SELF_SUBJECT_ACCESS_REVIEW = Resource(
 )
 CASSANDRA_DATACENTER = Resource("cassandra.datastax.com", "v1beta1", "cassandradatacenters", "CassandraDatacenter")
 K8SSANDRA_CLUSTER = Resource("k8ssandra.io", "v1alpha1", "k8ssandraclusters", "K8ssandraCluster")
-
-
-def clientconfig_resource(version: str) -> Resource:
-    return Resource("config.k8ssandra.io", version, "clientconfigs", "ClientConfig")
 
 
 BUILTIN = {r.kind: r for r in (NAMESPACE, SECRET, CONFIGMAP, SERVICEACCOUNT, POD, ROLE, ROLEBINDING,
@@ -445,7 +442,7 @@ class KubeClient:
             return None
         return ((review.get("status") or {}).get("userInfo") or {}).get("username")
 
-    def api_versions(self, group: str) -> list[str]:
+    def api_versions(self, group: str) -> builtins.list[str]:
         """Versions of `group` this server serves ([] when the group is absent)."""
         try:
             doc = self.request("GET", f"/apis/{group}")

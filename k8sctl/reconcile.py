@@ -26,10 +26,17 @@ import yaml
 
 from k8sctl import kube, redact
 from k8sctl.apis import cassandradatacenter as cdc
-from k8sctl.apis.cassandradatacenter import ready_state  # also read from here by sandbox.tools
+from k8sctl.apis.cassandradatacenter import ready_state
 from k8sctl.cache import ClientCache
-from k8sctl.datacenters import (SUPERUSER_PASSWORD_CHARACTERS, SUPERUSER_PASSWORD_LENGTH, DesiredDatacenter,
-                                build_datacenters, replicated_superuser_secret, superuser_secret, superuser_secret_name)
+from k8sctl.datacenters import (
+    SUPERUSER_PASSWORD_CHARACTERS,
+    SUPERUSER_PASSWORD_LENGTH,
+    DesiredDatacenter,
+    build_datacenters,
+    replicated_superuser_secret,
+    superuser_secret,
+    superuser_secret_name,
+)
 from k8sctl.errors import ClusterError, UsageError
 
 Progress = Callable[[str], None]

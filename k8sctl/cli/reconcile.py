@@ -50,9 +50,9 @@ def reconcile(
     output: Output = OutputOption,
 ) -> None:
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
-    from rich.markup import escape
-
     import math
+
+    from rich.markup import escape
 
     from k8sctl import reconcile as rec
     from k8sctl.cache import ClientCache

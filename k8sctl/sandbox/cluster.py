@@ -12,17 +12,17 @@ Layout of DIR:
 from __future__ import annotations
 
 import functools
+import http.client
 import json
 import math
 import os
 import shutil
 import ssl
-import http.client
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import SandboxError, UsageError

@@ -6,6 +6,7 @@ from pathlib import Path
 import yaml
 
 from k8sctl import kube
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.errors import UsageError
 from k8sctl.sandbox.cluster import admin_clients
 
@@ -21,7 +22,7 @@ def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
         raise UsageError(f"{where} has no metadata.name")
     kind = doc.get("kind", "")
     if kind == "ClientConfig":
-        return kube.clientconfig_resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
+        return clientconfig_api.resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
     if kind not in kube.BUILTIN:
         raise UsageError(f"{where}: kind {kind!r} is not one the sandbox applies")
     return kube.BUILTIN[kind]

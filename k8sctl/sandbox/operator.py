@@ -141,7 +141,6 @@ def _locked(lock) -> bool:
 
 # ---------------------------------------------------------------------------- what it needs on each cluster
 
-SHARED_CRDS = PROJECT_ROOT.parent / "shared" / "crds"
 WEBHOOK_PORT = 9443  # fixed in the operator's main.go
 WEBHOOK_PATH = "/validate-k8ssandra-io-v1alpha1-k8ssandracluster"
 SERVICEACCOUNT = "k8ssandra-operator"

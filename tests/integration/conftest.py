@@ -31,7 +31,6 @@ from k8sctl import kubeconfig as kc
 from k8sctl.sandbox import binaries, cluster, crds_and_identity
 from tests import leakguard
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 PREPARED = [0, 1, 2, 3]
 BARE = 4
 V1ALPHA1 = 5

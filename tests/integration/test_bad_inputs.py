@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from k8sctl import kube
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 
 CATALOGUE = Path(__file__).resolve().parents[2] / "docs" / "bad-inputs.md"
 _ROW = re.compile(r"^\| `(?P<command>[^`]+)` \| (?P<exit>\d) \| (?P<message>.+) \|$")
@@ -35,7 +36,7 @@ def _objects(admins) -> set[tuple[int, str, str]]:
     """Every Secret and ClientConfig name in the operator's namespace of clusters 0 and 1."""
     found = set()
     for i in (0, 1):
-        for resource in (kube.SECRET, kube.clientconfig_resource("v1beta1")):
+        for resource in (kube.SECRET, clientconfig_api.resource("v1beta1")):
             found |= {(i, resource.kind, o["metadata"]["name"]) for o in admins[i].list(resource, NS)}
     return found
 

@@ -14,12 +14,13 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 
 from .conftest import BARE, V1ALPHA1
 
-OPERATOR_NS = k8ssandra.OPERATOR_NAMESPACE
+OPERATOR_NS = crds_and_identity.OPERATOR_NAMESPACE
 
 
 class Runner:
@@ -56,7 +57,7 @@ def actions(doc: dict, i: int = 0) -> list[str]:
 
 
 def cleanup(admin: kube.KubeClient, name: str, ns: str = OPERATOR_NS, version: str = "v1beta1") -> None:
-    for resource, n in ((kube.clientconfig_resource(version), name), (kube.SECRET, f"{name}-config")):
+    for resource, n in ((clientconfig_api.resource(version), name), (kube.SECRET, f"{name}-config")):
         try:
             admin.delete(resource, n, ns)
         except kube.NotFound:
@@ -74,7 +75,7 @@ def test_full_flow_with_legacy_token_secret(cli, sandbox, admins, tmp_path):
     assert doc["restartsOperator"] is True and "exits" in doc["operatorNote"]
     assert reg["verifiedAt"] == reg["server"]  # the stored kubeconfig itself was checked
 
-    cc = admins[0].get(kube.clientconfig_resource("v1beta1"), "legacy-flow", OPERATOR_NS)
+    cc = admins[0].get(clientconfig_api.resource("v1beta1"), "legacy-flow", OPERATOR_NS)
     assert cc["spec"] == {"contextName": "kind-k8ssandra-1", "kubeConfigSecret": {"name": "legacy-flow-config"}}
     assert cc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "k8sctl"
     assert any(m["manager"] == "k8sctl" and m["operation"] == "Apply" for m in cc["metadata"]["managedFields"])
@@ -135,7 +136,7 @@ def test_token_request_and_rotation_update_in_place(cli, admins):
         watcher.join()
     # The ClientConfig's recorded token source changes too (an annotation: the operator ignores it).
     assert actions(doc) == ["updated", "updated"]
-    assert admins[0].get(kube.clientconfig_resource("v1beta1"), "rotate", OPERATOR_NS)["metadata"]["annotations"][
+    assert admins[0].get(clientconfig_api.resource("v1beta1"), "rotate", OPERATOR_NS)["metadata"]["annotations"][
         "k8sctl/token-source"] == "request"
     assert doc["registrations"][0]["tokenExpiry"]
     assert absent == [] and kube.STATS.by_method.get("DELETE", 0) == 0
@@ -200,7 +201,7 @@ def test_dry_run_writes_nothing(cli, admins, tmp_path):
     assert "kind: ClientConfig" in r.stdout and "redacted" in r.stdout
     assert kube.STATS.writes == 2  # the verification reviews (POST, nothing stored)
     assert admins[0].get_or_none(kube.SECRET, "dry-config", OPERATOR_NS) is None
-    assert admins[0].get_or_none(kube.clientconfig_resource("v1beta1"), "dry", OPERATOR_NS) is None
+    assert admins[0].get_or_none(clientconfig_api.resource("v1beta1"), "dry", OPERATOR_NS) is None
     assert not out.exists()  # no file either
     # With TokenRequest, a dry run mints no token (that would create a credential) and says so.
     kube.STATS.reset()
@@ -226,7 +227,7 @@ def test_several_source_contexts_in_one_run(cli, sandbox, admins, tmp_path, name
     assert [actions(doc, i) for i in (0, 1)] == [["created", "created"]] * 2
     assert doc["registrations"][1]["server"] == sandbox.clusters[3].server
     for name in ("kind-k8ssandra-2", "kind-k8ssandra-3"):
-        assert admins[0].get(kube.clientconfig_resource("v1beta1"), name, dest_ns)["spec"]["contextName"] == name
+        assert admins[0].get(clientconfig_api.resource("v1beta1"), name, dest_ns)["spec"]["contextName"] == name
     env_file = tmp_path / "kc"
     env_file.write_text(merged.read_text())
     r = cli.runner.invoke(app, ["create-clientconfig", "--src-context", "kind-k8ssandra-1", "--src-context",
@@ -240,7 +241,7 @@ def test_several_source_contexts_in_one_run(cli, sandbox, admins, tmp_path, name
 def test_v1alpha1_only_destination(cli, admins):
     doc = as_json(cli("-o", "json", "--name", "old-api", dest=V1ALPHA1))
     assert doc["registrations"][0]["clientConfigApiVersion"] == "config.k8ssandra.io/v1alpha1"
-    assert admins[V1ALPHA1].get(kube.clientconfig_resource("v1alpha1"), "old-api", OPERATOR_NS)["spec"]["contextName"] == "kind-k8ssandra-1"
+    assert admins[V1ALPHA1].get(clientconfig_api.resource("v1alpha1"), "old-api", OPERATOR_NS)["spec"]["contextName"] == "kind-k8ssandra-1"
     cleanup(admins[V1ALPHA1], "old-api", version="v1alpha1")
 
 

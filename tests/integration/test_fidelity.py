@@ -29,10 +29,10 @@ from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.cache import ClientCache
 from k8sctl.cli import app
 from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret, superuser_secret
-from k8sctl.sandbox import k8ssandra, operator, tools
+from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 # The documented demo, the upstream samples the operator accepts (copied from ../shared/samples),
 # and the project's own overrides fixture.
@@ -40,7 +40,7 @@ ACCEPTED = ["k8ssandracluster-demo.yaml", "k8ssandracluster-multi-kind.yaml", "k
             "k8ssandracluster-fixture-multi-dc-mixed.yaml", "k8ssandracluster-overrides.yaml"]
 UNPATCHED_DC_CRD = FIXTURES / "crds" / "unpatched" / "cassandra.datastax.com_cassandradatacenters.yaml"
 
-_missing = [str(p) for p in (operator.DEFAULT_SOURCE, operator.SHARED_CRDS) if not p.is_dir()]
+_missing = [str(p) for p in (operator.DEFAULT_SOURCE,) if not p.is_dir()]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(bool(_missing), reason=f"needs the k8ssandra-operator source and CRDs: {', '.join(_missing)} absent"),
@@ -156,7 +156,7 @@ def operator_side(op_sandbox, clients, doc: dict) -> dict:
     # It waits for its superuser Secret's replication first (a requeue of up to about 10 s).
     dc = wait_for(f"the operator's {dc_name}", lambda: remote.get_or_none(kube.CASSANDRA_DATACENTER, dc_name, NS))
     # cass-operator does not run here: mark-ready stands in for it, and the operator's gate opens.
-    assert any(f"{dc_name} marked Ready" in line for line in tools.mark_ready(Path(op_sandbox.directory)))
+    assert any(f"{dc_name} marked Ready" in line for line in cassandradatacenters.mark_ready(Path(op_sandbox.directory)))
 
     def ready_in_status():
         status = control.get(kube.K8SSANDRA_CLUSTER, name, NS).get("status") or {}
@@ -260,7 +260,7 @@ def test_unpatched_crd_the_operator_is_refused_and_k8sctl_auto_succeeds(op_sandb
     --config-source auto` writes the same datacenter through spec.configSecret."""
     data_plane, log = clients["kind-k8ssandra-2"], Path(op_sandbox.directory) / "logs" / "operator.log"
     patched = [d for d in operator.crd_documents(operator.DEFAULT_SOURCE) if d["spec"]["group"] == "cassandra.datastax.com"]
-    k8ssandra.install_crds(data_plane, [yaml.safe_load(UNPATCHED_DC_CRD.read_text())])
+    crds_and_identity.install_crds(data_plane, [yaml.safe_load(UNPATCHED_DC_CRD.read_text())])
     doc = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "unpatched", "namespace": NS},
            "spec": {"cassandra": {"serverVersion": "4.0.17", "datacenters": [{
                "metadata": {"name": "dc9"}, "k8sContext": "kind-k8ssandra-2", "size": 1,
@@ -291,4 +291,4 @@ def test_unpatched_crd_the_operator_is_refused_and_k8sctl_auto_succeeds(op_sandb
         except kube.NotFound:
             pass
         wait_for("dc9 gone", lambda: data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc9", NS) is None)
-        k8ssandra.install_crds(data_plane, patched)
+        crds_and_identity.install_crds(data_plane, patched)

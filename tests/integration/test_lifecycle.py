@@ -28,7 +28,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 
 CC = api.resource("v1beta1")
 SRC, DEST = 1, 0
@@ -38,8 +38,8 @@ SRC, DEST = 1, 0
 def env(sandbox, admins, namespace_factory):
     """An isolated operator namespace: in the source (identity installed) and the control plane."""
     ns = namespace_factory(SRC, DEST, prefix="lc")
-    k8ssandra.install_operator_identity(admins[SRC], ns)
-    k8ssandra.wait_token_filled(admins[SRC], ns, "k8ssandra-operator-token")
+    crds_and_identity.install_operator_identity(admins[SRC], ns)
+    crds_and_identity.wait_token_filled(admins[SRC], ns, "k8ssandra-operator-token")
     return Env(sandbox, admins, ns)
 
 
@@ -123,7 +123,7 @@ def test_list_and_verify_name_every_kind_of_failure(env):
     env.src.create(kube.SECRET, {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
                                  "metadata": {"name": "gone", "annotations": {
                                      "kubernetes.io/service-account.name": "k8ssandra-operator"}}}, env.ns)
-    k8ssandra.wait_token_filled(env.src, env.ns, "gone")
+    crds_and_identity.wait_token_filled(env.src, env.ns, "gone")
     revoked_token = base64.b64decode(env.src.get(kube.SECRET, "gone", env.ns)["data"]["token"]).decode()
     rejected = json.loads(json.dumps(good))
     rejected["users"][0]["user"]["token"] = revoked_token

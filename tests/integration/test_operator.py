@@ -19,14 +19,15 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import k8ssandra, operator, tools
+from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
-NS = k8ssandra.OPERATOR_NAMESPACE
-UNPATCHED_DC_CRD = operator.SHARED_CRDS / "unpatched" / "cassandra.datastax.com_cassandradatacenters.yaml"
+NS = crds_and_identity.OPERATOR_NAMESPACE
+UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 
-_missing = [str(p) for p in (operator.DEFAULT_SOURCE, operator.SHARED_CRDS) if not p.is_dir()]
+_missing = [str(p) for p in (operator.DEFAULT_SOURCE,) if not p.is_dir()]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(bool(_missing), reason=f"needs the k8ssandra-operator source and CRDs: {', '.join(_missing)} absent"),
@@ -178,12 +179,12 @@ def test_registration_restarts_it_once_and_an_unchanged_rerun_not_at_all(op_sand
     assert "shutting down the operator" in after["lastExit"]["reason"]
     # The new run loaded it: the operator writes its hashes on the ClientConfigs it reads at start.
     name = doc["registrations"][0]["name"]
-    cc = control.get(kube.clientconfig_resource("v1beta1"), name, NS)
+    cc = control.get(clientconfig_api.resource("v1beta1"), name, NS)
     assert {"k8ssandra.io/resource-hash", "k8ssandra.io/secret-hash"} <= set(cc["metadata"]["annotations"])
 
     rerun = register(op_sandbox, tmp_path / "again")
     assert [o["action"] for o in rerun["registrations"][0]["objects"]] == ["unchanged", "unchanged"]
-    assert control.get(kube.clientconfig_resource("v1beta1"), name, NS)["metadata"]["resourceVersion"] \
+    assert control.get(clientconfig_api.resource("v1beta1"), name, NS)["metadata"]["resourceVersion"] \
         == cc["metadata"]["resourceVersion"]
     final = settle(op_sandbox)
     assert final["restarts"] == after["restarts"] and final["pid"] == after["pid"]
@@ -195,7 +196,7 @@ def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
     name = op_sandbox.clusters[1].context
 
     def hashes() -> dict:
-        return control.get(kube.clientconfig_resource("v1beta1"), name, NS)["metadata"]["annotations"]
+        return control.get(clientconfig_api.resource("v1beta1"), name, NS)["metadata"]["annotations"]
 
     old = hashes()
     rotated = register(op_sandbox, tmp_path, "--token-source", "request")  # a new token: new Secret data
@@ -221,7 +222,7 @@ def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, contr
     assert dc["metadata"]["labels"]["k8ssandra.io/cluster-name"] == "op-demo"
     assert "k8ssandra.io/resource-hash" in dc["metadata"]["annotations"]
     # cass-operator does not run here: mark-ready stands in for it, and the operator goes on.
-    marked = tools.mark_ready(Path(op_sandbox.directory))
+    marked = cassandradatacenters.mark_ready(Path(op_sandbox.directory))
     assert any("dc1 marked Ready" in line for line in marked)
 
     def dc_ready_in_status():
@@ -260,7 +261,7 @@ def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, c
     registered(op_sandbox, tmp_path)
     patched = operator.crd_documents(operator.DEFAULT_SOURCE)
     unpatched = yaml.safe_load(UNPATCHED_DC_CRD.read_text())
-    k8ssandra.install_crds(data_plane, [unpatched])
+    crds_and_identity.install_crds(data_plane, [unpatched])
     try:
         log = Path(op_sandbox.directory) / "logs" / "operator.log"
         offset = log.stat().st_size
@@ -276,7 +277,7 @@ def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, c
         assert data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc2", NS) is None
     finally:
         control.delete(kube.K8SSANDRA_CLUSTER, "op-unpatched", NS)
-        k8ssandra.install_crds(data_plane, [d for d in patched if d["spec"]["group"] == "cassandra.datastax.com"])
+        crds_and_identity.install_crds(data_plane, [d for d in patched if d["spec"]["group"] == "cassandra.datastax.com"])
 
 
 def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, control):
@@ -286,7 +287,7 @@ def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, con
     cc = {"apiVersion": "config.k8ssandra.io/v1beta1", "kind": "ClientConfig",
           "metadata": {"name": "broken", "namespace": NS},
           "spec": {"contextName": "kind-broken", "kubeConfigSecret": {"name": "no-such-secret"}}}
-    control.apply(kube.clientconfig_resource("v1beta1"), cc, force=True)
+    control.apply(clientconfig_api.resource("v1beta1"), cc, force=True)
     try:
         def crashing():
             s = operator.read_status(Path(op_sandbox.directory))
@@ -300,7 +301,7 @@ def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, con
                       and re.search(r"restart #\d+ in \d+s$", line)]
         assert backed_off, sup_log
     finally:
-        control.delete(kube.clientconfig_resource("v1beta1"), "broken", NS)
+        control.delete(clientconfig_api.resource("v1beta1"), "broken", NS)
     operator.wait_ready(Path(op_sandbox.directory), timeout=90)
 
 

@@ -19,16 +19,16 @@ from typer.testing import CliRunner
 from k8sctl import clientconfigs, kube
 from k8sctl import reconcile as rec
 from k8sctl.apis import cassandradatacenter as cdc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cache import ClientCache
 from k8sctl.cli import app
 from k8sctl.datacenters import HASH_ANNOTATION, build_datacenters
-from k8sctl.sandbox import cluster, k8ssandra
-
+from k8sctl.sandbox import cluster, crds_and_identity
 from tests import leakguard
 
 from .conftest import admin_client
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 
 
@@ -52,7 +52,7 @@ def registered(sandbox, admins):
     finally:  # other files expect the shared control plane without these registrations
         for i in (1, 2, 3):
             name = sandbox.clusters[i].context
-            for resource, obj in ((kube.clientconfig_resource("v1beta1"), name), (kube.SECRET, f"{name}-config")):
+            for resource, obj in ((clientconfig_api.resource("v1beta1"), name), (kube.SECRET, f"{name}-config")):
                 try:
                     admins[0].delete(resource, obj, NS)
                 except kube.NotFound:
@@ -389,7 +389,7 @@ def test_update_status_and_force_conflicts(registered, admins, prefix):
 def test_broken_clientconfig_secret_is_reported(registered, admins, prefix):
     admins[0].apply(kube.SECRET, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{prefix}-config", "namespace": NS},
                                   "data": {"kubeconfig": base64.b64encode(b"not: [valid").decode()}})
-    admins[0].apply(kube.clientconfig_resource("v1beta1"), clientconfigs.clientconfig_manifest(
+    admins[0].apply(clientconfig_api.resource("v1beta1"), clientconfigs.clientconfig_manifest(
         prefix, NS, "v1beta1", "kind-broken", f"{prefix}-config"))
     try:
         apply_cluster(admins, demo_cluster(prefix, sizes=(1, 1), contexts=("kind-k8ssandra-1", "kind-broken")))
@@ -403,7 +403,7 @@ def test_broken_clientconfig_secret_is_reported(registered, admins, prefix):
         assert r.exit_code == 0 and actions(r) == ["created"]
         assert json.loads(r.stdout)["brokenClientConfigs"] == []
     finally:
-        admins[0].delete(kube.clientconfig_resource("v1beta1"), prefix, NS)
+        admins[0].delete(clientconfig_api.resource("v1beta1"), prefix, NS)
         admins[0].delete(kube.SECRET, f"{prefix}-config", NS)
 
 
@@ -416,7 +416,7 @@ def test_unreachable_cluster_names_its_context_and_others_succeed(tmp_path, cont
     state = cluster.up(tmp_path / "sb", 3, control_plane_binaries)
     try:
         for c in state.clusters:
-            k8ssandra.prepare(c.kubeconfig, c.context)
+            crds_and_identity.install(c.kubeconfig, c.context)
         register(state, [1, 2])
         admin0 = admin_client(state.clusters[0])
         admin0.apply(kube.K8SSANDRA_CLUSTER, demo_cluster("unreach", sizes=(1, 1), contexts=("kind-k8ssandra-1", "kind-k8ssandra-2")), force=True)
@@ -676,7 +676,7 @@ def test_a_context_named_like_an_ipv6_url_prints_as_itself(sandbox, admins, pref
         assert f"│ {context} " in r.stdout and f"config source in {context}: inline" in r.stdout, r.stdout
         assert admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is not None
     finally:
-        admins[0].delete(kube.clientconfig_resource("v1beta1"), prefix, NS)
+        admins[0].delete(clientconfig_api.resource("v1beta1"), prefix, NS)
         admins[0].delete(kube.SECRET, f"{prefix}-config", NS)
 
 

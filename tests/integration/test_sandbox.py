@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import base64
-import os
 import json
+import os
 import signal
 import socket
 import stat
@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
 from k8sctl.errors import SandboxError, UsageError
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, processes
 
 from ..unit.test_interrupts import processes_mentioning
-from .conftest import CLUSTERS, SHARED, UNPATCHED, admin_client
+from .conftest import CLUSTERS, UNPATCHED, admin_client
 
 
 class Leftovers:
@@ -171,8 +172,6 @@ def test_k8ssandra_preparation(sandbox, admins):
 def _sample_objects() -> list[dict]:
     here = Path(__file__).parent.parent / "fixtures"
     docs = [d for f in sorted(here.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
-    if SHARED.is_dir():
-        docs += [d for f in sorted((SHARED / "samples").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
     return [d for d in docs if d.get("kind") in ("K8ssandraCluster", "ClientConfig", "CassandraDatacenter")]
 
 
@@ -238,7 +237,7 @@ def test_production_crds_accept_the_upstream_samples(sandbox, admins):
     objects = _sample_objects()
     assert len(objects) >= 3
     for obj in objects:
-        resource = kube.clientconfig_resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
+        resource = clientconfig_api.resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
         admins[0].create(resource, obj, "default", dry_run=True)
     bad_size = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "bad"},
                 "spec": {"cassandra": {"serverVersion": "4.0.1", "datacenters": [{"metadata": {"name": "dc1"}, "size": 0}]}}}

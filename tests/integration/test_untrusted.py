@@ -14,13 +14,14 @@ from typer.testing import CliRunner
 
 from k8sctl import clientconfigs, kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import k8ssandra
+from k8sctl.sandbox import crds_and_identity
 from tests import leakguard
 
-NS = k8ssandra.OPERATOR_NAMESPACE
+NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-CC = kube.clientconfig_resource("v1beta1")
+CC = clientconfig_api.resource("v1beta1")
 
 
 @pytest.fixture

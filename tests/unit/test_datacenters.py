@@ -7,12 +7,27 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8sctl.datacenters import (DEFAULT_METRIC_FILTERS, HASH_ANNOTATION, SKIP_USER_CREATION, build_datacenters, canonical_hash,
-                                cleanup_for_kubernetes, merge, quantity_bytes)
+from k8sctl.datacenters import (
+    DEFAULT_METRIC_FILTERS,
+    HASH_ANNOTATION,
+    SKIP_USER_CREATION,
+    build_datacenters,
+    canonical_hash,
+    cleanup_for_kubernetes,
+    merge,
+    quantity_bytes,
+)
 from k8sctl.errors import UsageError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "samples"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+# The upstream samples, copied into tests/fixtures/ (each file's first line says from where).
+UPSTREAM_SAMPLES = {
+    "docs-multi-cluster-3dc": "k8ssandracluster-docs-multi-cluster.yaml",
+    "k8ssandra-multi-kind": "k8ssandracluster-multi-kind.yaml",
+    "fixture-multi-dc-mixed": "k8ssandracluster-fixture-multi-dc-mixed.yaml",
+    "docs-cluster-dc-level-3dc-overrides": "k8ssandracluster-docs-cluster-dc-level-overrides.yaml",
+}
 
 
 def load(name: str, namespace: str = "k8ssandra-operator") -> dict:
@@ -140,9 +155,8 @@ def test_helpers():
     assert merge([1, 2], [3], "tolerations") == [3]  # lists are atomic unless keyed
 
 
-@pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/samples not present")
 def test_upstream_samples():
-    docs = {p.stem: next(yaml.safe_load_all(p.read_text())) for p in SHARED.glob("*.yaml")}
+    docs = {name: next(yaml.safe_load_all((FIXTURES / f).read_text())) for name, f in UPSTREAM_SAMPLES.items()}
     with pytest.raises(UsageError, match="MCAC cannot be disabled"):
         build_datacenters(docs["docs-multi-cluster-3dc"])  # the documented demo, as the operator sees it today
     kind = build_datacenters(docs["k8ssandra-multi-kind"])
@@ -306,7 +320,12 @@ def test_metrics_agent_config_map_is_the_operators():
 
 
 def test_superuser_secret_and_its_copies():
-    from k8sctl.datacenters import replicated_superuser_secret, secret_data_hash, superuser_secret, superuser_secret_name
+    from k8sctl.datacenters import (
+        replicated_superuser_secret,
+        secret_data_hash,
+        superuser_secret,
+        superuser_secret_name,
+    )
 
     kc = load("k8ssandracluster-overrides.yaml")
     kc["metadata"]["uid"] = "u-1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from k8sctl import kube
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.errors import UsageError
 
 
@@ -11,7 +12,7 @@ def test_resource_paths():
     assert kube.SECRET.path("ns", "a b") == "/api/v1/namespaces/ns/secrets/a%20b"
     assert kube.CRD.path(name="x") == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x"
     assert kube.SERVICEACCOUNT.path("ns", "sa", "token") == "/api/v1/namespaces/ns/serviceaccounts/sa/token"
-    assert kube.clientconfig_resource("v1alpha1").path("ns") == "/apis/config.k8ssandra.io/v1alpha1/namespaces/ns/clientconfigs"
+    assert clientconfig_api.resource("v1alpha1").path("ns") == "/apis/config.k8ssandra.io/v1alpha1/namespaces/ns/clientconfigs"
     with pytest.raises(ValueError, match="namespaced"):
         kube.SECRET.path()
 
