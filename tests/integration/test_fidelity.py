@@ -38,7 +38,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 # and the project's own overrides fixture.
 ACCEPTED = ["k8ssandracluster-demo.yaml", "k8ssandracluster-multi-kind.yaml", "k8ssandracluster-fixture-multi-dc.yaml",
             "k8ssandracluster-fixture-multi-dc-mixed.yaml", "k8ssandracluster-overrides.yaml"]
-UNPATCHED_DC_CRD = FIXTURES / "crds" / "unpatched" / "cassandra.datastax.com_cassandradatacenters.yaml"
+UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 
 _missing = [str(p) for p in (operator.DEFAULT_SOURCE,) if not p.is_dir()]
 pytestmark = [
@@ -68,7 +68,7 @@ def op_sandbox(tmp_path_factory, control_plane_binaries):
     if why:
         pytest.skip(f"no private mount namespace for the operator here: {why}")
     directory = tmp_path_factory.mktemp("fidelity-sandbox")
-    result = invoke("sandbox", "up", "-n", "4", "--operator", "--dir", str(directory))
+    result = invoke("sandbox", "up", "--clusters", "4", "--operator", "--dir", str(directory))
     try:
         assert result.exit_code == 0, result.output
         state = SandboxState.load(directory.resolve())
