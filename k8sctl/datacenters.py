@@ -80,19 +80,19 @@ def merge(cluster: Any, dc: Any, key: str | None = None) -> Any:
         return out
     if isinstance(cluster, list) and isinstance(dc, list) and key in MERGE_KEYS:
         item_key = MERGE_KEYS[key]
-        out = [copy.deepcopy(i) for i in cluster]
-        index = {i.get(item_key): n for n, i in enumerate(out) if isinstance(i, dict)}
+        items = [copy.deepcopy(i) for i in cluster]
+        index = {i.get(item_key): n for n, i in enumerate(items) if isinstance(i, dict)}
         for item in dc:
             k = item.get(item_key) if isinstance(item, dict) else None
             if k is not None and k in index:
-                merged = merge(out[index[k]], item)
+                merged = merge(items[index[k]], item)
                 # An env var is a value or a source, never both (the API server rejects both).
                 if key == "env" and "valueFrom" in item:
                     merged.pop("value", None)
-                out[index[k]] = merged
+                items[index[k]] = merged
             else:
-                out.append(copy.deepcopy(item))
-        return out
+                items.append(copy.deepcopy(item))
+        return items
     return copy.deepcopy(dc)
 
 
@@ -400,7 +400,7 @@ def _vector(options: dict) -> dict | None:
 
 def _system_logger_resources(options: dict, pod_template: dict) -> dict | None:
     """With Vector: its resources (or the operator's defaults); a server-system-logger container's own win."""
-    logger = next((c for c in pod_template["spec"]["containers"] if c.get("name") == SYSTEM_LOGGER), {})
+    logger: dict = next((c for c in pod_template["spec"]["containers"] if c.get("name") == SYSTEM_LOGGER), {})
     resources = logger.get("resources") or {}
     if resources.get("limits") or resources.get("requests"):
         return copy.deepcopy(resources)
@@ -465,7 +465,7 @@ def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: s
     cassandra = (kc.get("spec") or {}).get("cassandra") or {}
     agent = merge(DEFAULT_AGENT_CONFIG, (options.get("telemetry") or {}).get("cassandra") or {})
     text = yaml.dump(agent, Dumper=_GoYamlDumper, sort_keys=True, default_flow_style=False, width=float("inf"))
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": metrics_agent_config_name(cassandra.get("clusterName") or meta["name"], dc_name),
                        "namespace": namespace,
                        **_common_meta(kc, cleaned_up_by_labels(meta["name"], meta.get("namespace") or ""))},
@@ -530,9 +530,11 @@ def superuser_secret(kc: dict, password: str) -> dict:
     K8ssandraCluster, labelled for replication to the datacenters' clusters."""
     meta = kc["metadata"]
     name = superuser_secret_name(kc)
+    if name is None:
+        raise ValueError("no superuser Secret with secretsProvider external: the caller checks first")
     labels = {"k8ssandra.io/replicated-by": "k8ssandracluster-controller",
               "k8ssandra.io/cluster-name": meta["name"], "k8ssandra.io/cluster-namespace": meta.get("namespace") or ""}
-    out = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    out: dict[str, Any] = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
            "metadata": {"name": name, "namespace": meta.get("namespace") or "", **_common_meta(kc, labels)},
            "data": {"username": _b64(name), "password": _b64(password)}}
     # The operator's replication stamps it (on the source and each copy): written here, nothing to add.
@@ -727,7 +729,7 @@ def build_datacenters(kc: dict) -> list[DesiredDatacenter]:
             "additionalAnnotations": (options.get("metadata") or {}).get("commonAnnotations"),
         }
         dc_spec.update({k: copy.deepcopy(v) for k, v in optional.items() if v not in (None, "", [], {})})
-        obj = {
+        obj: dict[str, Any] = {
             "apiVersion": API_VERSION,
             "kind": KIND,
             "metadata": {

@@ -193,7 +193,7 @@ def drift(desired: Any, live: Any, path: str = "") -> list[str]:
     if isinstance(desired, list):
         if not isinstance(live, list) or len(live) != len(desired):
             return [path]
-        return [p for i, (d, l) in enumerate(zip(desired, live)) for p in drift(d, l, f"{path}[{i}]")]
+        return [p for i, (d, item) in enumerate(zip(desired, live)) for p in drift(d, item, f"{path}[{i}]")]
     # 1 == True in Python; not in JSON.
     same = desired == live and isinstance(desired, bool) == isinstance(live, bool)
     return [] if same else [path]
