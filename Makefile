@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv binaries test unit demo demo-operator bench clean
+.PHONY: venv binaries lint test unit demo demo-operator bench clean
 
 venv: $(VENV)/.installed
 
@@ -18,7 +18,12 @@ $(VENV)/.installed: pyproject.toml
 binaries: venv
 	$(BIN)/k8sctl sandbox binaries
 
-test: binaries
+# ruff (pyflakes, bugbear, import order) and mypy: part of `make test`, so of CI.
+lint: venv
+	$(BIN)/ruff check k8sctl tests benchmarks hack
+	$(BIN)/mypy k8sctl
+
+test: binaries lint
 	$(BIN)/pytest -q
 
 unit: venv
@@ -34,6 +39,7 @@ demo-operator: binaries
 bench: binaries
 	$(BIN)/python benchmarks/create_clientconfig.py
 	$(BIN)/python benchmarks/reconcile.py
+	$(BIN)/python benchmarks/clientconfig_lifecycle.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

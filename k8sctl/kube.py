@@ -209,7 +209,7 @@ class _InlineTransport:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # one warning of ours instead
-        pool_kw = {"ssl_context": ctx}
+        pool_kw: dict[str, Any] = {"ssl_context": ctx}
         if cluster.get("tls-server-name"):
             pool_kw["server_hostname"] = cluster["tls-server-name"]
         self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False, **pool_kw)
@@ -309,6 +309,7 @@ class KubeClient:
         refused = kc.stored_kubeconfig_problem(view)
         for secret in (view.user.get("token"), view.user.get("client-key-data")):
             redact.remember(secret)
+        self._transport: _InlineTransport | _LoaderTransport
         if refused is None:
             self._transport = _InlineTransport(view, f"context {context!r} in {source}")
         elif not trusted:
