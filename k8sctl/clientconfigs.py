@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 import yaml
@@ -441,7 +442,7 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
     return reg
 
 
-def _missing_serviceaccount(src: kube.KubeClient, ctx: str, ns: str, sa: str):
+def _missing_serviceaccount(src: kube.KubeClient, ctx: str, ns: str, sa: str) -> NoReturn:
     try:
         ns_missing = src.get_or_none(kube.NAMESPACE, ns) is None
     except kube.ApiError:
@@ -718,9 +719,9 @@ def _apply(reg: Registration, dest: kube.KubeClient, ns: str, force: bool, progr
         if e.details_kind == "namespaces":
             raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
                              f"create it or pass --dest-namespace") from None
-        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+        raise (_undo_secret(reg, dest, ns, e) if secret_written else e) from None
     except K8sctlError as e:
-        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+        raise (_undo_secret(reg, dest, ns, e) if secret_written else e) from None
 
 
 def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sctlError) -> K8sctlError:

@@ -613,7 +613,7 @@ def _plan_dry_run(reports: list[DatacenterReport], gate: bool) -> None:
             r.secret_action = "would be created" if r.existing_secret is None else "would be updated"
         if r.remove_secret:
             r.secret_action = "would be deleted"
-        if r.agent_changed:
+        if r.agent_changed and r.agent_config is not None:  # changed implies desired
             r.diff += _diff(r.existing_agent_config, r.agent_config)
             r.agent_action = "would be created" if r.existing_agent_config is None else "would be updated"
         elif r.agent_config is not None:
@@ -645,7 +645,7 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
         r.secret_action = "updated" if existed else "created"
     elif r.desired_secret is not None:
         r.secret_action = "unchanged"
-    if r.agent_changed:
+    if r.agent_changed and r.agent_config is not None:  # changed implies desired
         # Before the datacenter that mounts it. The operator's own (its hash, created with an
         # update) is taken over: what k8sctl writes there is what the operator writes.
         existed = r.existing_agent_config is not None
