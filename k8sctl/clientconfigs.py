@@ -184,6 +184,7 @@ class CreateOptions:
     verify_server: bool = True
     allow_self: bool = False
     force: bool = False
+    request_timeout: tuple = kube.DEFAULT_TIMEOUT  # (connect, read) seconds for each request: --request-timeout
 
 
 @dataclass
@@ -198,6 +199,8 @@ class Completed:
     dest_view: kc.ContextView
     dest_namespace: str
     in_cluster_doc: dict | None
+    # Credentials a run created in a source cluster (`<sa>-token`): named when a later step fails.
+    created_in_sources: list[str] = field(default_factory=list)
 
 
 _NON_EMPTY = (("serviceaccount", "--serviceaccount"), ("name", "--name"), ("namespace", "--namespace"),
@@ -372,26 +375,47 @@ def run(c: Completed, progress: Progress = lambda s: None) -> Result:
     """
     o = c.opts
     names = [o.name or sanitize_name(ctx) for ctx in c.src_contexts]
-    with kube.KubeClient(c.dest_doc, c.dest_view.name, source="the destination kubeconfig") as dest, \
+    with kube.KubeClient(c.dest_doc, c.dest_view.name, timeout=o.request_timeout,
+                         source="the destination kubeconfig") as dest, \
             ThreadPoolExecutor(max_workers=min(8, 2 * len(names))) as pool:
         # The control plane is read while the sources are: round trips overlap.
         dest_state = {n: pool.submit(_read_destination, dest, n, c.dest_namespace) for n in names}
         planned = [pool.submit(_plan, c, ctx, name, dest_state[name], progress)
                    for ctx, name in zip(c.src_contexts, names)]
-        regs = [f.result() for f in planned]
-        for reg in regs:
-            _decide(c, reg, dest_state[reg.name].result())
+        try:
+            regs = [f.result() for f in planned]
+            for reg in regs:
+                _decide(c, reg, dest_state[reg.name].result())
+        except ClusterError as e:
+            raise ClusterError(f"{e}; {_nothing_written(c)}") from None
         if o.output_dir is not None and not o.dry_run:
             _check_artifact_paths(o.output_dir, regs)  # before any write: a bad path must not stop us half-way
         if not o.dry_run:
-            for reg in regs:
-                _apply(reg, dest, c.dest_namespace, o.force, progress)
+            for i, reg in enumerate(regs):
+                try:
+                    _apply(reg, dest, c.dest_namespace, o.force, progress)
+                except ClusterError as e:
+                    raise ClusterError(f"{e}{_others_written(regs, i)}") from None
         out_dir = None
         if o.output_dir is not None and not o.dry_run:
             out_dir = _output_dir(o.output_dir)
             for reg in regs:
                 _write_artifacts(reg, out_dir, o.show_secrets)
         return Result(c.dest_view.name, c.dest_namespace, str(out_dir) if out_dir else None, o.dry_run, regs)
+
+
+def _nothing_written(c: Completed) -> str:
+    created = ", ".join(c.created_in_sources)
+    return (f"nothing was written to the destination {c.dest_view.name}"
+            + (f" (created in a source, and used by the next run: {created})" if created else ""))
+
+
+def _others_written(regs: list[Registration], failed: int) -> str:
+    """The other registrations of a run stopped at `failed`: those done, those not attempted."""
+    done = [r.name for r in regs[:failed]]
+    left = [r.name for r in regs[failed + 1:]]
+    return ((f"; registrations completed before it: {', '.join(done)}" if done else "")
+            + (f"; not attempted: {', '.join(left)} (run the same command again to finish)" if left else ""))
 
 
 def _read_destination(dest: kube.KubeClient, name: str, ns: str) -> Destination:
@@ -407,7 +431,7 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
                        context_name=o.context_name or ctx, src_namespace=src_ns, server="", server_reason="",
                        token_source=o.token_source, service_account=o.serviceaccount)
     progress(f"reading service account {o.serviceaccount} from {ctx}")
-    with kube.KubeClient(c.src_doc, ctx, c.src_base, source="the source kubeconfig") as src:
+    with kube.KubeClient(c.src_doc, ctx, c.src_base, timeout=o.request_timeout, source="the source kubeconfig") as src:
         sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
         if sa is None:
             _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
@@ -415,7 +439,7 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
         if o.token_source == "request":
             token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
         else:
-            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress)
+            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources)
         ca = secret_ca
         reg.ca_source = "token Secret ca.crt" if ca else ""
         if not ca:
@@ -435,7 +459,8 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
         reg.warnings.append("dry run: no token was requested (that would create a credential), so the new "
                             "credentials were not verified")
     elif o.verify:
-        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress)
+        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress,
+                o.request_timeout)
     else:
         reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
                             "it does not work")
@@ -465,7 +490,7 @@ def _is_token_secret_for(secret: dict, sa: str) -> bool:
 
 
 def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg: Registration,
-                  progress: Progress) -> tuple[str, bytes]:
+                  progress: Progress, created: list[str]) -> tuple[str, bytes]:
     secret = None
     for ref in sa.get("secrets") or []:
         candidate = src.get_or_none(kube.SECRET, ref.get("name", ""), ns)
@@ -487,6 +512,7 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
                 "metadata": {"name": name, "namespace": ns, "labels": dict(MANAGED_BY),
                              "annotations": {SA_NAME_ANNOTATION: o.serviceaccount}},
             }, ns)
+            created.append(f"token Secret {ns}/{name} in {reg.source_context}")
         except kube.ApiError as e:
             if e.status != 409:
                 raise
@@ -629,7 +655,8 @@ def _with_server(doc: dict, server: str) -> dict:
                                 for cl in doc["clusters"]]}
 
 
-def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress) -> None:
+def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
+            timeout: tuple = kube.DEFAULT_TIMEOUT) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
@@ -639,7 +666,7 @@ def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progres
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
     doc = reg.kubeconfig_doc if via_server is None else _with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
-    with kube.KubeClient(doc, reg.context_name, trusted=False, source="the new kubeconfig") as client:
+    with kube.KubeClient(doc, reg.context_name, trusted=False, timeout=timeout, source="the new kubeconfig") as client:
         try:
             # None on old servers without SelfSubjectReview: the access review below still authenticates.
             reg.identity = client.whoami()
@@ -719,9 +746,17 @@ def _apply(reg: Registration, dest: kube.KubeClient, ns: str, force: bool, progr
         if e.details_kind == "namespaces":
             raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
                              f"create it or pass --dest-namespace") from None
-        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+        raise _undo_secret(reg, dest, ns, e) if secret_written else _nothing_of(reg, ns, e)
     except K8sctlError as e:
-        raise _undo_secret(reg, dest, ns, e) if secret_written else e
+        raise _undo_secret(reg, dest, ns, e) if secret_written else _nothing_of(reg, ns, e)
+
+
+def _nothing_of(reg: Registration, ns: str, cause: K8sctlError) -> K8sctlError:
+    if reg.secret_action == "unchanged":
+        what = f"Secret {ns}/{reg.secret_name} was already as wanted; ClientConfig {ns}/{reg.name} was not written"
+    else:
+        what = f"neither Secret {ns}/{reg.secret_name} nor ClientConfig {ns}/{reg.name} was written"
+    return (UsageError if isinstance(cause, UsageError) else ClusterError)(f"{cause}; {what}")
 
 
 def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sctlError) -> K8sctlError:
@@ -734,7 +769,13 @@ def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sct
             dest.apply(kube.SECRET, {**reg.secret, "data": reg.previous_secret.get("data") or {}}, force=True)
             undone = f"nothing is left half-written: {where} was restored to its previous content"
     except K8sctlError as e:
-        undone = f"{where} could not be put back ({e}): delete or fix it by hand"
+        why = e.cause if isinstance(e, kube.Unreachable) and e.cause else str(e)
+        if reg.previous_secret is None:
+            left = "alone it changes nothing for the operator (no ClientConfig names it)"
+        else:
+            left = "the operator reads its new, verified kubeconfig through the ClientConfig that names it"
+        undone = (f"{where} was written but ClientConfig {ns}/{reg.name} was not, and the Secret could not be put "
+                  f"back ({why}); {left}; run the same command again to finish (no cleanup needed)")
     return (UsageError if isinstance(cause, UsageError) else ClusterError)(f"{cause}; {undone}")
 
 

@@ -114,6 +114,8 @@ class ReconcileResult:
     datacenters: list[DatacenterReport]
     broken_clientconfigs: list[dict]
     config_sources: dict[str, SourceChoice] = field(default_factory=dict)
+    # Wall time spent on each cluster's work (its threads), so a slow cluster shows as itself.
+    seconds_by_context: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -123,6 +125,7 @@ class ReconcileResult:
         return {"k8ssandraCluster": self.cluster, "namespace": self.namespace, "dryRun": self.dry_run,
                 "failed": self.failed, "brokenClientConfigs": self.broken_clientconfigs,
                 "configSources": {ctx: c.as_dict() for ctx, c in self.config_sources.items()},
+                "secondsByContext": {ctx: round(t, 3) for ctx, t in self.seconds_by_context.items()},
                 "datacenters": [r.as_dict() for r in self.datacenters]}
 
 
@@ -154,8 +157,10 @@ def by_context(reports: list[DatacenterReport]) -> dict[str, list[DatacenterRepo
     return groups
 
 
-def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[DatacenterReport]], None]) -> None:
-    """Run `work(context, its reports)` once per context, one thread each.
+def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[DatacenterReport]], None],
+                 seconds: dict[str, float] | None = None) -> None:
+    """Run `work(context, its reports)` once per context, one thread each; add each one's wall time
+    to `seconds[context]`.
 
     Whatever `work` raises fails that context's reports that are not done yet, and only those.
     """
@@ -163,12 +168,16 @@ def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[Data
 
     def run_group(item: tuple[str, list[DatacenterReport]]) -> None:
         context, items = item
+        t0 = time.monotonic()
         try:
             work(context, items)
         except Exception as e:  # noqa: BLE001 - one cluster's failure stays that cluster's
             for r in items:
                 if r.action != "error":
                     _fail(r, e)
+        finally:
+            if seconds is not None:
+                seconds[context] = seconds.get(context, 0.0) + time.monotonic() - t0
 
     if len(groups) <= 1:
         for item in groups.items():
@@ -278,7 +287,8 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         choice = sources[context] = source_from_live(items, opts.config_source, cluster)
         _shape(items, client, choice.source or cdc.INLINE, cluster, opts)
 
-    _per_context(reports, read)
+    seconds: dict[str, float] = {}
+    _per_context(reports, read, seconds)
 
     progress("checking what would be written against each cluster's schema (server-side dry run)")
     invalid: list[tuple[str, str, str]] = []
@@ -286,7 +296,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     def validate(context: str, items: list[DatacenterReport]) -> None:
         invalid.extend(_validate(items, cache.remote(context), sources[context], cluster, opts))
 
-    _per_context(reports, validate)
+    _per_context(reports, validate, seconds)
     for r in reports:
         if r.context in sources and sources[r.context].source is None:
             r.config_source = None  # not decided there (nothing written)
@@ -299,12 +309,12 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     if opts.dry_run:
         _plan_dry_run(reports, opts.gate)
     else:
-        _push(reports, cache, opts, progress)
+        _push(reports, cache, opts, progress, seconds)
         if opts.update_status:
             _update_status(local, kc, reports)
     broken = [{"name": b.name, "context": b.context, "reason": b.reason} for b in cache.broken]
     return ReconcileResult(opts.name, opts.namespace, opts.dry_run, reports, broken,
-                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources})
+                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources}, seconds)
 
 
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
@@ -522,7 +532,8 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
 _WRITES = {"create": ("creating", "created"), "update": ("updating", "updated")}
 
 
-def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOptions, progress: Progress) -> None:
+def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOptions, progress: Progress,
+          seconds: dict[str, float] | None = None) -> None:
     def write(r: DatacenterReport) -> None:
         doing, done = _WRITES[r.action]
         progress(f"{doing} {r.where}")
@@ -531,7 +542,7 @@ def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOp
 
     # Updates are not gated; with --no-gate neither are creations.
     now = [r for r in reports if r.action == "update" or (r.action == "create" and not opts.gate)]
-    _per_context(now, lambda _ctx, items: _each(items, write))
+    _per_context(now, lambda _ctx, items: _each(items, write), seconds)
     for r in reports:
         if r.action == "unchanged" and r.desired_secret is not None:
             r.secret_action = "unchanged"

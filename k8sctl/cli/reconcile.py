@@ -142,5 +142,8 @@ def _text(d: dict) -> None:
         if r.get("diff"):
             out.print(f"--- diff for {r['name']} ({r['context'] or 'control plane'})", markup=False)
             out.print(r["diff"], markup=False, highlight=False)
+    if d.get("secondsByContext"):
+        out.print("time per cluster: " + ", ".join(f"{e(ctx or '(control plane)')} {t:.2f}s"
+                                                   for ctx, t in d["secondsByContext"].items()))
     if any(r["action"] == "waiting" for r in d["datacenters"]):
         out.print("waiting: created only once every earlier datacenter is Ready (run again, or use --wait)")
