@@ -266,11 +266,15 @@ def blocker(reports: list[DatacenterReport], index: int) -> DatacenterReport | N
 
 # --- phases --------------------------------------------------------------------
 
-def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda s: None) -> ReconcileResult:
+def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda s: None,
+        k8ssandra_cluster: Callable[[], dict | None] | None = None) -> ReconcileResult:
+    """`k8ssandra_cluster`: the K8ssandraCluster read already (a caller that read it together with
+    the ClientConfigs, in one round trip); else it is read here."""
     if opts.config_source not in cdc.CONFIG_SOURCES:
         raise UsageError(f"--config-source must be one of {', '.join(cdc.CONFIG_SOURCES)}, not {opts.config_source!r}")
     local = cache.local()
-    kc = local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
+    kc = k8ssandra_cluster() if k8ssandra_cluster is not None \
+        else local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
     if kc is None:
         raise UsageError(f"K8ssandraCluster {opts.namespace}/{opts.name} not found in {local.context}")
     desired = build_datacenters(kc)
@@ -283,7 +287,8 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
 
     def read(context: str, items: list[DatacenterReport]) -> None:
         client = cache.remote(context)
-        _each(items, lambda r: setattr(r, "existing", client.get_or_none(cdc.RESOURCE, r.name, r.namespace)))
+        live = _Listed(client, cdc.RESOURCE, _cluster_selector(kc))
+        _each(items, lambda r: setattr(r, "existing", live.get(r.namespace, r.name)))
         choice = sources[context] = source_from_live(items, opts.config_source, cluster)
         _shape(items, client, choice.source or cdc.INLINE, cluster, opts)
 
@@ -317,6 +322,33 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
                            {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources}, seconds)
 
 
+def _cluster_selector(kc: dict) -> str:
+    """The operator's labels on everything made for one K8ssandraCluster."""
+    meta = kc["metadata"]
+    return f"k8ssandra.io/cluster-name={meta['name']},k8ssandra.io/cluster-namespace={meta['namespace']}"
+
+
+class _Listed:
+    """Objects of one kind in one cluster, read with one LIST per namespace (by label) instead of a
+    GET each. A name the LIST did not return is read with a GET: an object of that name without
+    the labels (made by hand, or by another tool) must still be seen. That costs a GET only for
+    objects that are missing, i.e. on a first run."""
+
+    def __init__(self, client: kube.KubeClient, resource: kube.Resource, selector: str):
+        self.client, self.resource, self.selector = client, resource, selector
+        self._by_namespace: dict[str, dict[str, dict]] = {}
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        if namespace not in self._by_namespace:
+            items = self.client.list(self.resource, namespace, label_selector=self.selector)
+            for o in items:  # a LIST's items carry neither: make them look like what a GET returns
+                o.setdefault("apiVersion", self.resource.api_version)
+                o.setdefault("kind", self.resource.kind)
+            self._by_namespace[namespace] = {o["metadata"]["name"]: o for o in items}
+        found = self._by_namespace[namespace].get(name)
+        return found if found is not None else self.client.get_or_none(self.resource, name, namespace)
+
+
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
            opts: ReconcileOptions, keep_live: bool = True) -> None:
     """Give each report the objects its source writes, read the Secrets it needs, and classify it.
@@ -325,6 +357,10 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     (`keep_live`): auto never switches a datacenter that works, also where the datacenters of
     one cluster differ (a switch interrupted half-way).
     """
+    # The config Secrets carry the datacenters' operator labels (and k8sctl's): one LIST per namespace.
+    secrets = _Listed(client, kube.SECRET, f"{cdc.MANAGED_BY_LABEL}={cdc.MANAGED_BY},"
+                                           f"k8ssandra.io/cluster-name={cluster}")
+
     def one(r: DatacenterReport) -> None:
         live = cdc.live_source(r.existing, cluster) if keep_live and opts.config_source == cdc.AUTO else None
         r.config_source = live or source
@@ -335,7 +371,7 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
         wanted = {(r.desired_secret or {}).get("metadata", {}).get("name"), _live_secret_name(r)}
         r.config_secret = name if name in wanted else None
         if r.config_secret and not r.secret_read:
-            r.existing_secret = client.get_or_none(kube.SECRET, name, r.namespace)
+            r.existing_secret = secrets.get(r.namespace, name)
             r.secret_read = True
         classify(r, opts.force_conflicts)
 

@@ -38,6 +38,9 @@ def reconcile(
     output: Output = OutputOption,
 ) -> None:
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as all_done  # `wait` is the --wait flag
+
     from rich.markup import escape
 
     from k8sctl import kube
@@ -58,12 +61,18 @@ def reconcile(
     status = console().status("reading ClientConfigs", spinner="dots")
     status.start()
     try:
-        cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
+        # The K8ssandraCluster is read while the ClientConfigs are listed: one round trip for both.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            cluster_doc = pool.submit(local.get_or_none, kube.K8SSANDRA_CLUSTER, name, ns)
+            try:
+                cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
+            finally:
+                all_done([cluster_doc])
         try:
             opts = rec.ReconcileOptions(name=name, namespace=ns, force_conflicts=force_conflicts, wait=wait,
                                         timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status,
                                         config_source=config_source.value)
-            result = rec.run(opts, cache, progress=lambda m: status.update(escape(m)))
+            result = rec.run(opts, cache, progress=lambda m: status.update(escape(m)), k8ssandra_cluster=cluster_doc.result)
         finally:
             cache.close()
     finally:
