@@ -81,7 +81,8 @@ def unregister(admins, name: str) -> None:
 
 class ResetOnce:
     """Counts connection failures per proxied server and removes that cluster's reset toxic at the
-    first one: the first request to each cluster is reset, the ones after it are not."""
+    first one: the first request to each cluster (and any sent at the same time) is reset, the
+    ones after it are not."""
 
     def __init__(self, state, faults: Faults, monkeypatch):
         self.by_server = {c.server: c.context for c in state.clusters}
@@ -122,7 +123,9 @@ def test_a_reset_on_the_first_request_to_each_cluster_is_retried(net, admins, mo
             # create-clientconfig: destination and source both reset once.
             hook.arm([c0, c1])
             result = clientconfigs.run(options(net, 1))
-            assert hook.resets == {c0: 1, c1: 1}, hook.resets
+            # At least once each: requests sent at once (the source's two first GETs) are all reset.
+            print(f"create-clientconfig: connection resets per cluster {hook.resets}")
+            assert set(hook.resets) == {c0, c1} and all(n >= 1 for n in hook.resets.values()), hook.resets
             assert [o["action"] for o in result.as_dict()["registrations"][0]["objects"]] == ["created", "created"]
             assert admins[0].get(CC, c1, NS)["spec"]["contextName"] == c1
 
@@ -133,7 +136,8 @@ def test_a_reset_on_the_first_request_to_each_cluster_is_retried(net, admins, mo
             hook.resets.clear()
             hook.arm([c0, c1, c2])
             result = _reconcile(net, "reset", gate=False)
-            assert hook.resets == {c0: 1, c1: 1, c2: 1}, hook.resets
+            print(f"reconcile: connection resets per cluster {hook.resets}")
+            assert set(hook.resets) == {c0, c1, c2}, hook.resets
             assert [(r.name, r.action) for r in result.datacenters] == [("reset-dc1", "created"),
                                                                         ("reset-dc2", "created")]
             assert admins[2].get(cdc.RESOURCE, "reset-dc2", NS)["spec"]["clusterName"]
