@@ -125,7 +125,10 @@ class Script:
     def requests(self, argv: list[str]) -> int:
         self.log.write_text("")
         subprocess.run(argv, capture_output=True, env=self.env(logging=True), check=True)
-        return len(re.findall(r"\b(?:GET|POST|PUT|PATCH|DELETE) https://", self.log.read_text()))
+        text = self.log.read_text()
+        # kubectl >= 1.30 logs `"Response" verb="GET" url="https://..."`; older ones `GET https://... 200 OK`.
+        return (len(re.findall(r'"Response" verb="[A-Z]+" url="https://', text))
+                or len(re.findall(r"\b(?:GET|POST|PUT|PATCH|DELETE) https://\S+ \d{3}", text)))
 
 
 def row(label: str, walls: list[float], requests: int | str, ratio: str = "") -> str:
