@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -184,6 +184,7 @@ class CreateOptions:
     verify_server: bool = True
     allow_self: bool = False
     force: bool = False
+    request_timeout: tuple = kube.DEFAULT_TIMEOUT  # (connect, read) seconds for each request: --request-timeout
 
 
 @dataclass
@@ -198,6 +199,8 @@ class Completed:
     dest_view: kc.ContextView
     dest_namespace: str
     in_cluster_doc: dict | None
+    # Credentials a run created in a source cluster (`<sa>-token`): named when a later step fails.
+    created_in_sources: list[str] = field(default_factory=list)
 
 
 _NON_EMPTY = (("serviceaccount", "--serviceaccount"), ("name", "--name"), ("namespace", "--namespace"),
@@ -372,20 +375,35 @@ def run(c: Completed, progress: Progress = lambda s: None) -> Result:
     """
     o = c.opts
     names = [o.name or sanitize_name(ctx) for ctx in c.src_contexts]
-    with kube.KubeClient(c.dest_doc, c.dest_view.name, source="the destination kubeconfig") as dest, \
-            ThreadPoolExecutor(max_workers=min(8, 2 * len(names))) as pool:
-        # The control plane is read while the sources are: round trips overlap.
-        dest_state = {n: pool.submit(_read_destination, dest, n, c.dest_namespace) for n in names}
+    with kube.KubeClient(c.dest_doc, c.dest_view.name, timeout=o.request_timeout,
+                         source="the destination kubeconfig") as dest, \
+            ThreadPoolExecutor(max_workers=min(32, 3 * len(names))) as pool:
+        # The control plane is read while the sources are (its two GETs per registration at
+        # once), and every source at once: round trips overlap.
+        dest_state = {n: _DestinationRead(pool, dest, n, c.dest_namespace) for n in names}
         planned = [pool.submit(_plan, c, ctx, name, dest_state[name], progress)
                    for ctx, name in zip(c.src_contexts, names)]
-        regs = [f.result() for f in planned]
-        for reg in regs:
-            _decide(c, reg, dest_state[reg.name].result())
+        try:
+            regs = [f.result() for f in planned]
+            for reg in regs:
+                _decide(c, reg, dest_state[reg.name].result())
+        except ClusterError as e:
+            raise ClusterError(f"{e}; {_nothing_written(c)}") from None
         if o.output_dir is not None and not o.dry_run:
             _check_artifact_paths(o.output_dir, regs)  # before any write: a bad path must not stop us half-way
         if not o.dry_run:
-            for reg in regs:
-                _apply(reg, dest, c.dest_namespace, o.force, progress)
+            # Each registration's Secret, then its ClientConfig; the registrations at once.
+            writes = [pool.submit(_apply, reg, dest, c.dest_namespace, o.force, progress) for reg in regs]
+            failed = [(reg, err) for reg, f in zip(regs, writes) if (err := f.exception()) is not None]
+            if failed:
+                _, first = failed[0]
+                if not isinstance(first, K8sctlError):
+                    raise first
+                done = [r.name for r, f in zip(regs, writes) if f.exception() is None]
+                more = [r.name for r, _ in failed[1:]]
+                tail = ((f"; registrations written: {', '.join(done)}" if done else "")
+                        + (f"; also failed: {', '.join(more)} (run the same command again to finish)" if more else ""))
+                raise (UsageError if isinstance(first, UsageError) else ClusterError)(f"{first}{tail}") from None
         out_dir = None
         if o.output_dir is not None and not o.dry_run:
             out_dir = _output_dir(o.output_dir)
@@ -394,12 +412,25 @@ def run(c: Completed, progress: Progress = lambda s: None) -> Result:
         return Result(c.dest_view.name, c.dest_namespace, str(out_dir) if out_dir else None, o.dry_run, regs)
 
 
-def _read_destination(dest: kube.KubeClient, name: str, ns: str) -> Destination:
-    version, existing_cc = api.get_with_version(dest, name, ns)
-    return Destination(version, existing_cc, dest.get_or_none(kube.SECRET, f"{name}-config", ns))
+def _nothing_written(c: Completed) -> str:
+    created = ", ".join(c.created_in_sources)
+    return (f"nothing was written to the destination {c.dest_view.name}"
+            + (f" (created in a source, and used by the next run: {created})" if created else ""))
 
 
-def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progress) -> Registration:
+class _DestinationRead:
+    """The control plane's ClientConfig and Secret of one registration, both GETs at once."""
+
+    def __init__(self, pool: ThreadPoolExecutor, dest: kube.KubeClient, name: str, ns: str):
+        self._cc = pool.submit(api.get_with_version, dest, name, ns)
+        self._secret = pool.submit(dest.get_or_none, kube.SECRET, f"{name}-config", ns)
+
+    def result(self) -> Destination:
+        version, existing_cc = self._cc.result()
+        return Destination(version, existing_cc, self._secret.result())
+
+
+def _plan(c: Completed, ctx: str, name: str, dest_state: _DestinationRead, progress: Progress) -> Registration:
     o = c.opts
     view = kc.select_context(c.src_doc, ctx)
     src_ns = o.src_namespace or o.namespace or view.namespace or DEFAULT_NAMESPACE
@@ -407,7 +438,12 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
                        context_name=o.context_name or ctx, src_namespace=src_ns, server="", server_reason="",
                        token_source=o.token_source, service_account=o.serviceaccount)
     progress(f"reading service account {o.serviceaccount} from {ctx}")
-    with kube.KubeClient(c.src_doc, ctx, c.src_base, source="the source kubeconfig") as src:
+    with kube.KubeClient(c.src_doc, ctx, c.src_base, timeout=o.request_timeout, source="the source kubeconfig") as src, \
+            ThreadPoolExecutor(max_workers=2) as own:
+        # The token Secret k8sctl makes (and the operator's manifests list) is read together with
+        # the service account, on a guess: one round trip instead of two where the guess is right.
+        guess = own.submit(src.get_or_none, kube.SECRET, f"{o.serviceaccount}-token", src_ns) \
+            if o.token_source == "secret" else None
         sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
         if sa is None:
             _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
@@ -415,7 +451,7 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
         if o.token_source == "request":
             token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
         else:
-            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress)
+            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources, guess)
         ca = secret_ca
         reg.ca_source = "token Secret ca.crt" if ca else ""
         if not ca:
@@ -435,7 +471,8 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: Future, progress: Progr
         reg.warnings.append("dry run: no token was requested (that would create a credential), so the new "
                             "credentials were not verified")
     elif o.verify:
-        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress)
+        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress,
+                o.request_timeout)
     else:
         reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
                             "it does not work")
@@ -465,13 +502,28 @@ def _is_token_secret_for(secret: dict, sa: str) -> bool:
 
 
 def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg: Registration,
-                  progress: Progress) -> tuple[str, bytes]:
+                  progress: Progress, created: list[str], guess: Future | None = None) -> tuple[str, bytes]:
+    """The account's token: from the Secret it lists, else `<sa>-token`, else one annotated for it,
+    else a new `<sa>-token` (filled by the token controller). `guess` is `<sa>-token`, read already."""
     secret = None
+    guessed_name = f"{o.serviceaccount}-token"
+    guessed, guess_ok = None, False
+    if guess is not None:
+        try:
+            guessed, guess_ok = guess.result(), True
+        except kube.ApiError:
+            pass  # e.g. a Role that grants only the listed Secret: read that one as before
+
+    def read(name: str) -> dict | None:
+        return guessed if name == guessed_name and guess_ok else src.get_or_none(kube.SECRET, name, ns)
+
     for ref in sa.get("secrets") or []:
-        candidate = src.get_or_none(kube.SECRET, ref.get("name", ""), ns)
+        candidate = read(ref.get("name", ""))
         if candidate and _is_token_secret_for(candidate, o.serviceaccount):
             secret = candidate
             break
+    if secret is None and guessed is not None and _is_token_secret_for(guessed, o.serviceaccount):
+        secret = guessed
     if secret is None:
         matches = [s for s in src.list(kube.SECRET, ns) if _is_token_secret_for(s, o.serviceaccount)]
         secret = sorted(matches, key=lambda s: s["metadata"]["name"])[0] if matches else None
@@ -487,6 +539,7 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
                 "metadata": {"name": name, "namespace": ns, "labels": dict(MANAGED_BY),
                              "annotations": {SA_NAME_ANNOTATION: o.serviceaccount}},
             }, ns)
+            created.append(f"token Secret {ns}/{name} in {reg.source_context}")
         except kube.ApiError as e:
             if e.status != 409:
                 raise
@@ -629,7 +682,8 @@ def _with_server(doc: dict, server: str) -> dict:
                                 for cl in doc["clusters"]]}
 
 
-def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress) -> None:
+def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
+            timeout: tuple = kube.DEFAULT_TIMEOUT) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
@@ -639,17 +693,24 @@ def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progres
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
     doc = reg.kubeconfig_doc if via_server is None else _with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
-    with kube.KubeClient(doc, reg.context_name, trusted=False, source="the new kubeconfig") as client:
+    with kube.KubeClient(doc, reg.context_name, trusted=False, timeout=timeout, source="the new kubeconfig") as client, \
+            ThreadPoolExecutor(max_workers=1) as own:
         try:
-            # None on old servers without SelfSubjectReview: the access review below still authenticates.
-            reg.identity = client.whoami()
-            if reg.identity is not None and reg.identity != expected:
-                raise ClusterError(f"the new kubeconfig for {reg.source_context} authenticates as {reg.identity}, "
-                                   f"not {expected}")
-            access = client.request("POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(), {
+            # Both reviews at once (one round trip). The access review does not need the identity:
+            # it only counts when the identity is the expected one, checked below.
+            review = own.submit(client.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(), {
                 "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
                 "spec": {"resourceAttributes": {"namespace": ns, "verb": "create", "group": "cassandra.datastax.com",
                                                 "resource": "cassandradatacenters"}}})
+            try:
+                # None on old servers without SelfSubjectReview: the access review still authenticates.
+                reg.identity = client.whoami()
+            finally:
+                wait([review])
+            if reg.identity is not None and reg.identity != expected:
+                raise ClusterError(f"the new kubeconfig for {reg.source_context} authenticates as {reg.identity}, "
+                                   f"not {expected}")
+            access = review.result()
         except kube.Unreachable as e:
             raise _unverifiable(reg, server, via_server, e) from None
         except kube.ApiError as e:
@@ -719,9 +780,17 @@ def _apply(reg: Registration, dest: kube.KubeClient, ns: str, force: bool, progr
         if e.details_kind == "namespaces":
             raise UsageError(f"namespace {ns!r} does not exist in the destination {dest.context}: "
                              f"create it or pass --dest-namespace") from None
-        raise (_undo_secret(reg, dest, ns, e) if secret_written else e) from None
+        raise (_undo_secret(reg, dest, ns, e) if secret_written else _nothing_of(reg, ns, e)) from None
     except K8sctlError as e:
-        raise (_undo_secret(reg, dest, ns, e) if secret_written else e) from None
+        raise (_undo_secret(reg, dest, ns, e) if secret_written else _nothing_of(reg, ns, e)) from None
+
+
+def _nothing_of(reg: Registration, ns: str, cause: K8sctlError) -> K8sctlError:
+    if reg.secret_action == "unchanged":
+        what = f"Secret {ns}/{reg.secret_name} was already as wanted; ClientConfig {ns}/{reg.name} was not written"
+    else:
+        what = f"neither Secret {ns}/{reg.secret_name} nor ClientConfig {ns}/{reg.name} was written"
+    return (UsageError if isinstance(cause, UsageError) else ClusterError)(f"{cause}; {what}")
 
 
 def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sctlError) -> K8sctlError:
@@ -734,7 +803,13 @@ def _undo_secret(reg: Registration, dest: kube.KubeClient, ns: str, cause: K8sct
             dest.apply(kube.SECRET, {**reg.secret, "data": reg.previous_secret.get("data") or {}}, force=True)
             undone = f"nothing is left half-written: {where} was restored to its previous content"
     except K8sctlError as e:
-        undone = f"{where} could not be put back ({e}): delete or fix it by hand"
+        why = e.cause if isinstance(e, kube.Unreachable) and e.cause else str(e)
+        if reg.previous_secret is None:
+            left = "alone it changes nothing for the operator (no ClientConfig names it)"
+        else:
+            left = "the operator reads its new, verified kubeconfig through the ClientConfig that names it"
+        undone = (f"{where} was written but ClientConfig {ns}/{reg.name} was not, and the Secret could not be put "
+                  f"back ({why}); {left}; run the same command again to finish (no cleanup needed)")
     return (UsageError if isinstance(cause, UsageError) else ClusterError)(f"{cause}; {undone}")
 
 

@@ -131,6 +131,8 @@ class ReconcileResult:
     broken_clientconfigs: list[dict]
     config_sources: dict[str, SourceChoice] = field(default_factory=dict)
     superuser: SuperuserReport | None = None
+    # Wall time spent on each cluster's work (its threads), so a slow cluster shows as itself.
+    seconds_by_context: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> bool:
@@ -141,6 +143,7 @@ class ReconcileResult:
                 "failed": self.failed, "brokenClientConfigs": self.broken_clientconfigs,
                 "configSources": {ctx: c.as_dict() for ctx, c in self.config_sources.items()},
                 "superuserSecret": self.superuser.as_dict() if self.superuser else None,
+                "secondsByContext": {ctx: round(t, 3) for ctx, t in self.seconds_by_context.items()},
                 "datacenters": [r.as_dict() for r in self.datacenters]}
 
 
@@ -186,8 +189,10 @@ def by_context(reports: list[DatacenterReport]) -> dict[str, list[DatacenterRepo
     return groups
 
 
-def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[DatacenterReport]], None]) -> None:
-    """Run `work(context, its reports)` once per context, one thread each.
+def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[DatacenterReport]], None],
+                 seconds: dict[str, float] | None = None) -> None:
+    """Run `work(context, its reports)` once per context, one thread each; add each one's wall time
+    to `seconds[context]`.
 
     Whatever `work` raises fails that context's reports that are not done yet, and only those.
     """
@@ -195,12 +200,16 @@ def _per_context(reports: list[DatacenterReport], work: Callable[[str, list[Data
 
     def run_group(item: tuple[str, list[DatacenterReport]]) -> None:
         context, items = item
+        t0 = time.monotonic()
         try:
             work(context, items)
         except Exception as e:  # noqa: BLE001 - one cluster's failure stays that cluster's
             for r in items:
                 if r.action != "error":
                     _fail(r, e)
+        finally:
+            if seconds is not None:
+                seconds[context] = seconds.get(context, 0.0) + time.monotonic() - t0
 
     if len(groups) <= 1:
         for item in groups.items():
@@ -305,11 +314,15 @@ def blocker(reports: list[DatacenterReport], index: int) -> DatacenterReport | N
 
 # --- phases --------------------------------------------------------------------
 
-def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda s: None) -> ReconcileResult:
+def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda s: None,
+        k8ssandra_cluster: Callable[[], dict | None] | None = None) -> ReconcileResult:
+    """`k8ssandra_cluster`: the K8ssandraCluster read already (a caller that read it together with
+    the ClientConfigs, in one round trip); else it is read here."""
     if opts.config_source not in cdc.CONFIG_SOURCES:
         raise UsageError(f"--config-source must be one of {', '.join(cdc.CONFIG_SOURCES)}, not {opts.config_source!r}")
     local = cache.local()
-    kc = local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
+    kc = k8ssandra_cluster() if k8ssandra_cluster is not None \
+        else local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
     if kc is None:
         raise UsageError(f"K8ssandraCluster {opts.namespace}/{opts.name} not found in {local.context}")
     desired = build_datacenters(kc)
@@ -324,7 +337,8 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
 
     def read(context: str, items: list[DatacenterReport]) -> None:
         client = cache.remote(context)
-        _each(items, lambda r: setattr(r, "existing", client.get_or_none(cdc.RESOURCE, r.name, r.namespace)))
+        live = _Listed(client, cdc.RESOURCE, _cluster_selector(kc))
+        _each(items, lambda r: setattr(r, "existing", live.get(r.namespace, r.name)))
         _each(items, lambda r: _read_agent_config(r, client))
         if superuser is not None:
             for namespace in dict.fromkeys(r.namespace for r in items):
@@ -334,7 +348,8 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         choice = sources[context] = source_from_live(items, opts.config_source, cluster)
         _shape(items, client, choice.source or cdc.INLINE, cluster, opts)
 
-    _per_context(reports, read)
+    seconds: dict[str, float] = {}
+    _per_context(reports, read, seconds)
 
     progress("checking what would be written against each cluster's schema (server-side dry run)")
     invalid: list[tuple[str, str, str]] = []
@@ -342,7 +357,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     def validate(context: str, items: list[DatacenterReport]) -> None:
         invalid.extend(_validate(items, cache.remote(context), sources[context], cluster, opts))
 
-    _per_context(reports, validate)
+    _per_context(reports, validate, seconds)
     for r in reports:
         if r.context in sources and sources[r.context].source is None:
             r.config_source = None  # not decided there (nothing written)
@@ -357,12 +372,13 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         _plan_dry_run(reports, opts.gate)
     else:
         _plan_superuser(superuser, reports, cache, kc, dry_run=False)
-        _push(reports, cache, opts, progress)
+        _push(reports, cache, opts, progress, seconds)
         if opts.update_status:
             _update_status(local, kc, reports)
     broken = [{"name": b.name, "context": b.context, "reason": b.reason} for b in cache.broken]
     return ReconcileResult(opts.name, opts.namespace, opts.dry_run, reports, broken,
-                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources}, superuser)
+                           {ctx: sources[ctx] for ctx in by_context(reports) if ctx in sources}, superuser=superuser,
+                           seconds_by_context=seconds)
 
 
 def _read_agent_config(r: DatacenterReport, client: kube.KubeClient) -> None:
@@ -438,6 +454,33 @@ def _plan_superuser(report: SuperuserReport | None, reports: list[DatacenterRepo
                     _fail(r, e)
 
 
+def _cluster_selector(kc: dict) -> str:
+    """The operator's labels on everything made for one K8ssandraCluster."""
+    meta = kc["metadata"]
+    return f"k8ssandra.io/cluster-name={meta['name']},k8ssandra.io/cluster-namespace={meta['namespace']}"
+
+
+class _Listed:
+    """Objects of one kind in one cluster, read with one LIST per namespace (by label) instead of a
+    GET each. A name the LIST did not return is read with a GET: an object of that name without
+    the labels (made by hand, or by another tool) must still be seen. That costs a GET only for
+    objects that are missing, i.e. on a first run."""
+
+    def __init__(self, client: kube.KubeClient, resource: kube.Resource, selector: str):
+        self.client, self.resource, self.selector = client, resource, selector
+        self._by_namespace: dict[str, dict[str, dict]] = {}
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        if namespace not in self._by_namespace:
+            items = self.client.list(self.resource, namespace, label_selector=self.selector)
+            for o in items:  # a LIST's items carry neither: make them look like what a GET returns
+                o.setdefault("apiVersion", self.resource.api_version)
+                o.setdefault("kind", self.resource.kind)
+            self._by_namespace[namespace] = {o["metadata"]["name"]: o for o in items}
+        found = self._by_namespace[namespace].get(name)
+        return found if found is not None else self.client.get_or_none(self.resource, name, namespace)
+
+
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
            opts: ReconcileOptions, keep_live: bool = True) -> None:
     """Give each report the objects its source writes, read the Secrets it needs, and classify it.
@@ -446,6 +489,10 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     (`keep_live`): auto never switches a datacenter that works, also where the datacenters of
     one cluster differ (a switch interrupted half-way).
     """
+    # The config Secrets carry the datacenters' operator labels (and k8sctl's): one LIST per namespace.
+    secrets = _Listed(client, kube.SECRET, f"{cdc.MANAGED_BY_LABEL}={cdc.MANAGED_BY},"
+                                           f"k8ssandra.io/cluster-name={cluster}")
+
     def one(r: DatacenterReport) -> None:
         live = cdc.live_source(r.existing, cluster) if keep_live and opts.config_source == cdc.AUTO else None
         r.config_source = live or source
@@ -456,7 +503,7 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
         wanted = {(r.desired_secret or {}).get("metadata", {}).get("name"), _live_secret_name(r)}
         r.config_secret = name if name in wanted else None
         if r.config_secret and not r.secret_read:
-            r.existing_secret = client.get_or_none(kube.SECRET, name, r.namespace)
+            r.existing_secret = secrets.get(r.namespace, name)
             r.secret_read = True
         classify(r, opts.force_conflicts)
 
@@ -670,7 +717,8 @@ def _write(r: DatacenterReport, client: kube.KubeClient, opts: ReconcileOptions)
 _WRITES = {"create": ("creating", "created"), "update": ("updating", "updated")}
 
 
-def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOptions, progress: Progress) -> None:
+def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOptions, progress: Progress,
+          seconds: dict[str, float] | None = None) -> None:
     def write(r: DatacenterReport) -> None:
         doing, done = _WRITES[r.action]
         progress(f"{doing} {r.where}")
@@ -679,7 +727,7 @@ def _push(reports: list[DatacenterReport], cache: ClientCache, opts: ReconcileOp
 
     # Updates are not gated; with --no-gate neither are creations.
     now = [r for r in reports if r.action == "update" or (r.action == "create" and not opts.gate)]
-    _per_context(now, lambda _ctx, items: _each(items, write))
+    _per_context(now, lambda _ctx, items: _each(items, write), seconds)
     for r in reports:
         if r.action == "unchanged" and r.desired_secret is not None:
             r.secret_action = "unchanged"

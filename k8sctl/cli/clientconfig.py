@@ -22,6 +22,7 @@ from k8sctl.cli.common import (
     handle_errors,
     optional_value,
     render,
+    request_timeouts,
     wait_seconds,
     warn,
 )
@@ -61,6 +62,7 @@ def create_clientconfig(
     allow_self: bool = typer.Option(False, "--allow-self", help="Allow registering the destination cluster to itself."),
     force: bool = typer.Option(False, "--force", help="Take over a Secret or ClientConfig of that name that k8sctl does not manage (e.g. made by create-clientconfig.sh)."),
     wait_operator: Optional[str] = WaitOperatorOption,
+    request_timeout: Optional[str] = RequestTimeoutOption,
     output: Output = OutputOption,
 ) -> None:
     """Create or update the kubeconfig Secret and ClientConfig through which the operator reaches a cluster."""
@@ -76,6 +78,7 @@ def create_clientconfig(
         server=server, name=name, context_name=context_name, token_source=token_source,
         token_duration=token_duration, timeout=timeout, dry_run=dry_run, show_secrets=show_secrets,
         verify=not no_verify, verify_server=not no_verify_server, allow_self=allow_self, force=force,
+        request_timeout=request_timeouts(request_timeout),
     )
     wait = wait_seconds(wait_operator)
     completed = clientconfigs.complete(opts, env())

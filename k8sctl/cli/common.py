@@ -166,20 +166,26 @@ class Connection:
         return kube.KubeClient(self.doc, self.context, timeout=self.timeout, source="the control-plane kubeconfig")
 
 
+def request_timeouts(request_timeout: Optional[str]) -> tuple[float | None, float | None]:
+    """--request-timeout as (connect, read) seconds: the default (5s, 30s); `0` for no limit."""
+    from k8sctl import durations, kube
+
+    if request_timeout is None:
+        return kube.DEFAULT_TIMEOUT
+    seconds = durations.parse(request_timeout, "--request-timeout")
+    return (None, None) if seconds == 0 else (min(seconds, kube.DEFAULT_TIMEOUT[0]), seconds)
+
+
 def connect(kubeconfig: Optional[Path], context: Optional[str], namespace: Optional[str],
             request_timeout: Optional[str]) -> Connection:
     """Parse the connection options (and the kubeconfig) into a Connection: the one place that does."""
-    from k8sctl import durations, kube
     from k8sctl import kubeconfig as kc
     from k8sctl.clientconfigs import DEFAULT_NAMESPACE
     from k8sctl.errors import UsageError
 
     if namespace is not None and not namespace.strip():
         raise UsageError("--namespace is empty: give a namespace or leave the option out")
-    timeout: tuple[float | None, float | None] = kube.DEFAULT_TIMEOUT
-    if request_timeout is not None:
-        seconds = durations.parse(request_timeout, "--request-timeout")
-        timeout = (None, None) if seconds == 0 else (min(seconds, kube.DEFAULT_TIMEOUT[0]), seconds)
+    timeout = request_timeouts(request_timeout)
     doc = kc.load_or_in_cluster([kubeconfig.expanduser()] if kubeconfig else [], env())
     view = kc.select_context(doc, context, "the control-plane kubeconfig")
     return Connection(doc, view.name, namespace or view.namespace or DEFAULT_NAMESPACE, timeout)

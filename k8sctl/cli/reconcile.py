@@ -51,9 +51,12 @@ def reconcile(
 ) -> None:
     """Create or update each datacenter's CassandraDatacenter in its cluster, once."""
     import math
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import wait as all_done  # `wait` is the --wait flag
 
     from rich.markup import escape
 
+    from k8sctl import kube
     from k8sctl import reconcile as rec
     from k8sctl.cache import ClientCache
     from k8sctl.errors import UsageError
@@ -72,12 +75,18 @@ def reconcile(
     status = console().status("reading ClientConfigs", spinner="dots")
     status.start()
     try:
-        cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
+        # The K8ssandraCluster is read while the ClientConfigs are listed: one round trip for both.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            cluster_doc = pool.submit(local.get_or_none, kube.K8SSANDRA_CLUSTER, name, ns)
+            try:
+                cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
+            finally:
+                all_done([cluster_doc])
         try:
             opts = rec.ReconcileOptions(name=name, namespace=ns, force_conflicts=force_conflicts, wait=wait,
                                         timeout=timeout, gate=not no_gate, dry_run=dry_run, update_status=update_status,
                                         config_source=config_source.value)
-            result = rec.run(opts, cache, progress=lambda m: status.update(escape(m)))
+            result = rec.run(opts, cache, progress=lambda m: status.update(escape(m)), k8ssandra_cluster=cluster_doc.result)
         finally:
             cache.close()
     finally:
@@ -167,5 +176,8 @@ def _text(d: dict) -> None:
         if r.get("diff"):
             out.print(f"--- diff for {r['name']} ({r['context'] or 'control plane'})", markup=False)
             out.print(r["diff"], markup=False, highlight=False)
+    if d.get("secondsByContext"):
+        out.print("time per cluster: " + ", ".join(f"{e(ctx or '(control plane)')} {t:.2f}s"
+                                                   for ctx, t in d["secondsByContext"].items()))
     if any(r["action"] == "waiting" for r in d["datacenters"]):
         out.print("waiting: created only once every earlier datacenter is Ready (run again, or use --wait)")

@@ -106,6 +106,11 @@ def up_cmd(
                                          "(default: ../shared/upstream/k8ssandra-operator beside the project)."),
     kubernetes_version: Optional[str] = KubernetesVersionOption,
     timeout: float = typer.Option(90.0, "--timeout", help="Seconds to wait for each component."),
+    rtt: str = typer.Option("0", "--rtt", help="Round-trip time added between clients and every API server "
+                            "(e.g. 100ms, 0.2s; 0: none): each API server is reached through a toxiproxy proxy "
+                            "adding half of it each way, and the kubeconfigs point at the proxies."),
+    proxy: bool = typer.Option(False, "--proxy", help="Put the proxies in front of the API servers even with --rtt 0 "
+                               "(for adding faults later through toxiproxy's API; see 'sandbox status')."),
     output: Output = OutputOption,
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
@@ -114,6 +119,8 @@ def up_cmd(
 
     # 1. Check every option before anything is built or started.
     sandbox_cluster.validate_up(clusters, prefix, timeout)
+    rtt_ms = parse_rtt(rtt)
+    network = proxy or rtt_ms > 0
     if operator_source is not None and not run_operator:
         raise UsageError("--operator-source needs --operator")
     if cassandradatacenter_crd is not None and not (k8ssandra or run_operator):
@@ -142,6 +149,11 @@ def up_cmd(
         with interrupts.signals_raise():
             # 2. The binaries (and with --operator its manager): found, or built once.
             bins = _binaries(update, kubernetes_version=release)
+            proxy_binary = None
+            if network:
+                from k8sctl.sandbox import toxiproxy
+
+                proxy_binary = toxiproxy.ensure(progress=update)
             if run_operator and source is not None:
                 manager = operator.build(source, progress=update)[0]
             t0 = time.monotonic()
@@ -149,7 +161,8 @@ def up_cmd(
                 crds_and_identity.parse_in_background(crd_form)
             # 3. The clusters (on failure, up stops what it started).
             logs = directory / "logs"
-            state = sandbox_cluster.up(directory, clusters, bins, prefix=prefix, progress=update, timeout=timeout)
+            state = sandbox_cluster.up(directory, clusters, bins, prefix=prefix, progress=update, timeout=timeout,
+                                       proxy_binary=proxy_binary, rtt_ms=rtt_ms)
             try:
                 if "KUBEBUILDER_ASSETS" not in bins.sources.values():  # else: whatever those binaries are
                     state.kubernetes_version = release or binaries.KUBERNETES_VERSION
@@ -176,11 +189,28 @@ def up_cmd(
         "cassandraDatacenterCrd": crd_form if k8ssandra else None,
         "kubernetesVersion": state.kubernetes_version,
         "operator": state.operator,
+        "rttMs": state.rtt_ms,
+        "toxiproxyPort": state.toxiproxy_port,
         "seconds": round(time.monotonic() - t0, 1),
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "inClusterKubeconfig": c.in_cluster_kubeconfig} for c in state.clusters],
     }
     render(data, output, _clusters_table)
+
+
+def parse_rtt(text: str) -> float:
+    """--rtt as milliseconds: `100ms`, `0.2s`, `0`. A bare number other than 0 is refused (ms or s?)."""
+    import math
+    import re
+
+    value = text.strip().lower()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s)?", value)
+    if m is None or (m.group(2) is None and float(m.group(1)) != 0):
+        raise UsageError(f"--rtt {text!r} is not a round-trip time: write it like 100ms or 0.2s (0 for none)")
+    ms = float(m.group(1)) * (1000 if m.group(2) == "s" else 1)
+    if not math.isfinite(ms) or ms > 10_000:
+        raise UsageError(f"--rtt {text!r} must be at most 10s")
+    return ms
 
 
 def _interrupted(e: KeyboardInterrupt, logs: Path | None):
@@ -226,6 +256,16 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
         "clusters": [{"context": c.context, "server": c.server, "kubeconfig": c.kubeconfig,
                       "ready": ready[c.context]} for c in state.clusters],
     }
+    if state.toxiproxy_port is not None:
+        from k8sctl.errors import SandboxError
+        from k8sctl.sandbox import toxiproxy
+
+        data["rttMs"] = state.rtt_ms
+        data["toxiproxy"] = {"api": f"http://{toxiproxy.HOST}:{state.toxiproxy_port}"}
+        try:
+            data["toxiproxy"]["proxies"] = toxiproxy.describe(state.toxiproxy_port)
+        except SandboxError as e:
+            data["toxiproxy"]["error"] = str(e)
     operator_down = False
     if state.operator:
         from k8sctl.sandbox import operator
@@ -235,12 +275,38 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
 
     def text(d):
         _clusters_table(d)
+        if "toxiproxy" in d:
+            _proxies_table(d)
         if "operator" in d:
             console(stderr=False).print(operator.status_line(d["operator"]), markup=False)
 
     render(data, output, text)
-    if not all(ready.values()) or operator_down:
+    if not all(ready.values()) or operator_down or "error" in data.get("toxiproxy", {}):
         raise typer.Exit(1)
+
+
+def _toxic_text(x: dict) -> str:
+    """`latency 50ms up`, `timeout 0 down`: a toxic in a few words."""
+    attrs = " ".join(f"{v}ms" if k == "latency" else f"{k}={v}" for k, v in x["attributes"].items()
+                     if v or k == "timeout")
+    return f"{x['type']} {attrs} {'up' if x['stream'] == 'upstream' else 'down'}".replace("  ", " ")
+
+
+def _proxies_table(d: dict) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = console(stderr=False)
+    tp = d["toxiproxy"]
+    out.print(f"toxiproxy {escape(tp['api'])}: {d['rttMs']:g} ms round trip added")
+    if "error" in tp:
+        out.print(f"[red]{escape(tp['error'])}[/]")
+        return
+    t = Table("proxy", "listen", "upstream", "on", "toxics")
+    for p in tp["proxies"]:
+        toxics = ", ".join(_toxic_text(x) for x in p["toxics"]) or "-"
+        t.add_row(*(escape(v) for v in (p["name"], p["listen"], p["upstream"], "yes" if p["enabled"] else "no", toxics)))
+    out.print(t)
 
 
 @app.command("logs")

@@ -8,6 +8,10 @@ Layout of DIR:
   clusters/<p>-<i>/         PKI, controller-manager kubeconfig
   etcd/                     etcd data
   run/*.pid, logs/*.log     one pid file and log per process
+
+With a network (`--rtt`, `--proxy`), `server` (and every kubeconfig written) is the cluster's
+toxiproxy proxy; `port` stays the API server's own, which the controller manager and the
+readiness checks use.
 """
 from __future__ import annotations
 
@@ -39,7 +43,7 @@ KCM_CONTROLLERS = ",".join([
     "root-ca-certificate-publisher-controller", "namespace-controller", "garbage-collector-controller",
 ])
 # Reverse of start; the operator (`up --operator`) first, its supervisor before it.
-STOP_ORDER = ("operator-supervisor", "operator", "kube-controller-manager", "kube-apiserver", "etcd")
+STOP_ORDER = ("operator-supervisor", "operator", "toxiproxy", "kube-controller-manager", "kube-apiserver", "etcd")
 _OWN_ENTRIES = (STATE_FILE, "kubeconfig", "kubeconfigs", "clusters", "etcd", "run", "logs", "operator")
 
 
@@ -52,6 +56,12 @@ class ClusterInfo:
     kcm_port: int
     kubeconfig: str
     in_cluster_kubeconfig: str
+    proxy_port: int | None = None  # with a network: where its toxiproxy proxy listens (`server`)
+
+    @property
+    def direct_server(self) -> str:
+        """The API server itself, past any proxy."""
+        return f"https://127.0.0.1:{self.port}"
 
     @property
     def processes(self) -> list[str]:
@@ -68,6 +78,8 @@ class SandboxState:
     cassandradatacenter_crd: str | None = None  # with k8ssandra: which CassandraDatacenter CRD form
     kubernetes_version: str | None = None  # the release run, when known (not for KUBEBUILDER_ASSETS)
     operator: dict | None = None  # `up --operator`: source, binary, ports (live status: operator/status.json)
+    rtt_ms: float = 0.0  # the round-trip time the proxies add
+    toxiproxy_port: int | None = None  # with a network: toxiproxy's API on 127.0.0.1
 
     @property
     def kubeconfig(self) -> str:
@@ -183,8 +195,10 @@ def validate_up(clusters: int, prefix: str, timeout: float = 90.0) -> None:
 
 
 def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra",
-       progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0) -> SandboxState:
-    """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started."""
+       progress: Callable[[str], None] = lambda s: None, timeout: float = 90.0,
+       proxy_binary: Path | None = None, rtt_ms: float = 0.0) -> SandboxState:
+    """Start `clusters` control planes; on any failure (or Ctrl-C) stop what was started.
+    With `proxy_binary` (toxiproxy), each API server is reached through a proxy adding `rtt_ms`."""
     validate_up(clusters, prefix, timeout)
     check_dir(directory)
     directory = directory.resolve()
@@ -193,7 +207,7 @@ def up(directory: Path, clusters: int, bins: Binaries, prefix: str = "k8ssandra"
         raise UsageError(f"a sandbox is already running in {directory}: run 'k8sctl sandbox down --dir {directory}' first")
     _remove_state(directory)  # leftovers of a crashed run
     try:
-        return _up(directory, clusters, bins, prefix, progress, timeout, run_dir, log_dir)
+        return _up(directory, clusters, bins, prefix, progress, timeout, run_dir, log_dir, proxy_binary, rtt_ms)
     except BaseException:
         abandon(directory)
         raise
@@ -209,7 +223,7 @@ def abandon(directory: Path) -> list[str]:
 
 
 def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout: float,
-        run_dir: Path, log_dir: Path) -> SandboxState:
+        run_dir: Path, log_dir: Path, proxy_binary: Path | None = None, rtt_ms: float = 0.0) -> SandboxState:
     """The steps of `up`, in order; each waits for what the next one needs."""
     launch = _Launcher(bins, run_dir, log_dir, timeout)
     progress("starting etcd")
@@ -219,13 +233,24 @@ def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout:
     progress(f"starting {n} kube-apiserver(s)")
     apiservers = [launch.start(f"kube-apiserver-{c.name}", _apiserver_argv(bins, p, c.port, etcd.url, c.name))
                   for c, p in planned]
+    toxiproxy_port = None
+    if proxy_binary is not None:
+        from k8sctl.sandbox import toxiproxy
+
+        progress(f"starting toxiproxy: a proxy per API server, {rtt_ms:g} ms round trip")
+        toxiproxy_port, listening = toxiproxy.start(run_dir, log_dir, {c.context: c.port for c, _ in planned},
+                                                    rtt_ms, timeout, proxy_binary)
+        for c, _ in planned:
+            c.proxy_port = listening[c.context]
+            c.server = f"https://127.0.0.1:{c.proxy_port}"
     _write_kubeconfigs(directory, planned)
     for (c, p), proc in zip(planned, apiservers):
         launch.wait(f"kube-apiserver of {c.context}", functools.partial(_apiserver_ready, c, p), [etcd.process, proc])
     progress(f"{n} API server(s) ready; starting controller managers")
     kcms = [launch.start(f"kube-controller-manager-{c.name}", _kcm_argv(bins, p, p.directory / "kcm.kubeconfig", c.kcm_port))
             for c, p in planned]
-    state = SandboxState(str(directory), prefix, etcd.url, [c for c, _ in planned])
+    state = SandboxState(str(directory), prefix, etcd.url, [c for c, _ in planned],
+                         rtt_ms=rtt_ms if proxy_binary else 0.0, toxiproxy_port=toxiproxy_port)
     state.save()
     for (c, p), proc in zip(planned, kcms):
         launch.wait(f"kube-controller-manager of {c.context}", functools.partial(_controllers_working, c, p),
@@ -305,7 +330,8 @@ def _write_kubeconfigs(directory: Path, planned: list[tuple[ClusterInfo, Cluster
         kc.write_private(Path(c.kubeconfig), kc.dump(doc))
         # Every sandbox cluster is on this host: the in-cluster address is the same.
         kc.write_private(Path(c.in_cluster_kubeconfig), kc.dump(doc))
-        kcm_doc = kc.client_cert_kubeconfig(name="kcm", server=c.server, ca_pem=p.ca_cert.read_bytes(),
+        # The controllers run beside their API server: never through the proxy.
+        kcm_doc = kc.client_cert_kubeconfig(name="kcm", server=c.direct_server, ca_pem=p.ca_cert.read_bytes(),
                                             cert_pem=p.kcm_cert.read_bytes(), key_pem=p.kcm_key.read_bytes())
         kc.write_private(p.directory / "kcm.kubeconfig", kc.dump(kcm_doc))
     kc.write_private(directory / "kubeconfig", kc.dump(kc.merge(docs)))

@@ -504,3 +504,44 @@ def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
     assert admins[4].get(kube.CONFIGMAP, "apply-check", "default")["metadata"]["name"] == "apply-check"
     with pytest.raises(UsageError, match="no context 'kind-none'"):
         manifests.apply_file(Path(sandbox.directory), "kind-none", manifest_file, "default")
+
+
+def test_cli_up_with_rtt_puts_every_api_server_behind_a_proxy(tmp_path, control_plane_binaries, leftovers):
+    env = {**os.environ, "KUBEBUILDER_ASSETS": str(control_plane_binaries.kube_apiserver.parent)}
+    k8sctl = [sys.executable, "-m", "k8sctl"]
+    d = leftovers.sandbox(tmp_path / "rtt")
+    bad = subprocess.run(k8sctl + ["sandbox", "up", "--rtt", "100", "--dir", str(d)], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "--rtt '100' is not a round-trip time" in bad.stderr
+    up = subprocess.run(k8sctl + ["sandbox", "up", "--clusters", "2", "--rtt", "100ms", "--dir", str(d), "-o", "json"],
+                        env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    state = cluster.SandboxState.load(d.resolve())
+    pids: dict[str, int] = {}
+    try:
+        st = subprocess.run(k8sctl + ["sandbox", "status", "--dir", str(d), "-o", "json"], env=env,
+                            capture_output=True, text=True)
+        assert st.returncode == 0, st.stderr
+        status = yaml.safe_load(st.stdout)
+        assert status["rttMs"] == 100
+        proxies = {p["name"]: p for p in status["toxiproxy"]["proxies"]}
+        for c in state.clusters:
+            p = proxies[c.context]
+            # The kubeconfig goes to the proxy; the proxy to the API server; 50 ms each way.
+            assert c.server == f"https://{p['listen']}" and p["upstream"] == f"127.0.0.1:{c.port}"
+            assert sorted((t["stream"], t["attributes"]["latency"]) for t in p["toxics"]) == \
+                [("downstream", 50), ("upstream", 50)]
+            doc = kc.read_file(Path(c.kubeconfig))
+            assert doc["clusters"][0]["cluster"]["server"] == c.server
+            # TLS verified through the proxy with the cluster's own CA (the certificate covers 127.0.0.1).
+            client = admin_client(c)
+            try:
+                assert client.whoami() == "admin"
+            finally:
+                client.close()
+        pids = processes.running(d / "run")
+        assert "toxiproxy" in pids
+    finally:
+        down = subprocess.run(k8sctl + ["sandbox", "down", "--dir", str(d)], env=env, capture_output=True, text=True)
+    assert down.returncode == 0 and not d.exists()
+    assert pids and not any(processes.pid_alive(p) for p in pids.values())

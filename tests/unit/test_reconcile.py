@@ -214,3 +214,34 @@ def test_the_metrics_agent_config_map_is_written_when_missing_or_changed_only():
     r.existing_agent_config["data"]["metrics-collector.yaml"] = "relabels: []\n"
     rec.classify(r, force_conflicts=False)
     assert r.agent_changed and r.action == "update"
+
+
+class _FakeClient:
+    """Records reads; LIST returns the labelled objects, GET any by name (a fake for pure code)."""
+
+    def __init__(self, labelled: dict[str, dict], unlabelled: dict[str, dict]):
+        self.labelled, self.unlabelled, self.calls = labelled, unlabelled, []
+
+    def list(self, resource, namespace, label_selector=None):
+        self.calls.append(("LIST", namespace, label_selector))
+        return [dict(o) for o in self.labelled.values()]
+
+    def get_or_none(self, resource, name, namespace=None):
+        self.calls.append(("GET", namespace, name))
+        return {**self.labelled, **self.unlabelled}.get(name)
+
+
+def test_listed_reads_a_namespace_once_and_gets_only_what_the_list_missed():
+    from k8sctl.apis import cassandradatacenter as cdc
+    from k8sctl.reconcile import _Listed
+
+    client = _FakeClient({"dc1": {"metadata": {"name": "dc1"}}, "dc2": {"metadata": {"name": "dc2"}}},
+                         {"hand-made": {"metadata": {"name": "hand-made"}}})
+    listed = _Listed(client, cdc.RESOURCE, "k8ssandra.io/cluster-name=demo")
+    dc1 = listed.get("ns", "dc1")
+    assert dc1["kind"] == "CassandraDatacenter" and dc1["apiVersion"] == cdc.RESOURCE.api_version
+    assert listed.get("ns", "dc2")["metadata"]["name"] == "dc2"
+    assert listed.get("ns", "hand-made") is not None   # no labels: still seen, through a GET
+    assert listed.get("ns", "missing") is None
+    assert client.calls == [("LIST", "ns", "k8ssandra.io/cluster-name=demo"), ("GET", "ns", "hand-made"),
+                            ("GET", "ns", "missing")]
