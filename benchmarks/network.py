@@ -46,11 +46,12 @@ from typer.testing import CliRunner  # noqa: E402
 
 from k8sctl import kube  # noqa: E402
 from k8sctl import kubeconfig as kc  # noqa: E402
+from k8sctl.apis import clientconfig as clientconfig_api  # noqa: E402
 from k8sctl.cli import app  # noqa: E402
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, toxiproxy  # noqa: E402
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
-CC = kube.clientconfig_resource("v1beta1")
+CC = clientconfig_api.resource("v1beta1")
 DEFAULT_SCRIPT = ROOT.parent / "shared" / "reference" / "create-clientconfig.sh"
 
 

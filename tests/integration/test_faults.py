@@ -20,6 +20,7 @@ from k8sctl import clientconfigs, kube
 from k8sctl import kubeconfig as kc
 from k8sctl import reconcile as rec
 from k8sctl.apis import cassandradatacenter as cdc
+from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cache import ClientCache
 from k8sctl.errors import ClusterError
 from k8sctl.sandbox import cluster, crds_and_identity, toxiproxy
@@ -30,7 +31,7 @@ from .faults import Faults
 from .test_reconcile import demo_cluster
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
-CC = kube.clientconfig_resource("v1beta1")
+CC = clientconfig_api.resource("v1beta1")
 
 
 @pytest.fixture(scope="module")
