@@ -258,8 +258,10 @@ def test_wait_creates_each_after_the_previous_is_ready(registered, admins, prefi
 def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, prefix, tmp_path):
     apply_cluster(admins, demo_cluster(prefix))
     # A real --wait, interrupted (SIGINT, as Ctrl-C) while it waits for dc1 to become Ready.
-    cmd = [sys.executable, "-m", "k8sctl", "reconcile", prefix, "--kubeconfig", registered.clusters[0].kubeconfig,
-           "--wait", "--timeout", "60"]
+    # -X faulthandler: if it ever fails to exit after the SIGINT, SIGABRT makes it print every
+    # thread's stack (seen once, under heavy load, and not reproduced since).
+    cmd = [sys.executable, "-X", "faulthandler", "-m", "k8sctl", "reconcile", prefix, "--kubeconfig",
+           registered.clusters[0].kubeconfig, "--wait", "--timeout", "60"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -268,7 +270,13 @@ def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, pref
             time.sleep(0.05)
         time.sleep(0.3)  # it is now polling dc1
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            out, err = proc.communicate(timeout=30)
+            leakguard.check(out, err, where="output")
+            raise AssertionError(f"reconcile --wait did not exit within 60 s of SIGINT; its threads:\n{err[-4000:]}") from None
         leakguard.check(out, err, where="output")
     finally:
         if proc.poll() is None:
