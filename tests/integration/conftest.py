@@ -28,9 +28,14 @@ import yaml
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl.sandbox import binaries, cluster, crds_and_identity
+from k8sctl.sandbox import binaries, cluster, crds_and_identity, operator
 from tests import leakguard
 
+# Tests that build and run the real k8ssandra-operator skip, saying why, without its source.
+NEEDS_OPERATOR_SOURCE = pytest.mark.skipif(
+    not operator.DEFAULT_SOURCE.is_dir(),
+    reason=f"needs the k8ssandra-operator source: {operator.DEFAULT_SOURCE} absent "
+           f"(pass it to `sandbox up --operator-source`; see ../shared/upstream/README.md)")
 PREPARED = [0, 1, 2, 3]
 BARE = 4
 V1ALPHA1 = 5
@@ -179,31 +184,6 @@ def crd_sandbox(tmp_path_factory, control_plane_binaries):
         yield state
     finally:
         cluster.down(directory)
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _every_sandbox_guarded():
-    """Every sandbox a test starts (fixtures, tests, `sandbox up` through CliRunner) has its
-    credentials registered with the leak guard from `up` to `down`."""
-    original_up, original_down = cluster.up, cluster.down
-    guards: dict[str, guarded] = {}
-
-    def up(directory, *args, **kwargs):
-        state = original_up(directory, *args, **kwargs)
-        guards[str(Path(state.directory).resolve())] = guarded(state).__enter__()
-        return state
-
-    def down(directory, *args, **kwargs):
-        guard = guards.pop(str(Path(directory).resolve()), None)
-        if guard is not None:
-            guard.__exit__(None, None, None)
-        return original_down(directory, *args, **kwargs)
-
-    cluster.up, cluster.down = up, down  # type: ignore[assignment]
-    yield
-    cluster.up, cluster.down = original_up, original_down  # type: ignore[assignment]
-    for guard in guards.values():
-        guard.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,8 @@ from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
+from .conftest import NEEDS_OPERATOR_SOURCE
+
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 # The documented demo, the upstream samples the operator accepts (copied from ../shared/samples),
@@ -40,11 +42,7 @@ ACCEPTED = ["k8ssandracluster-demo.yaml", "k8ssandracluster-multi-kind.yaml", "k
             "k8ssandracluster-fixture-multi-dc-mixed.yaml", "k8ssandracluster-overrides.yaml"]
 UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 
-_missing = [str(p) for p in (operator.DEFAULT_SOURCE,) if not p.is_dir()]
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(bool(_missing), reason=f"needs the k8ssandra-operator source and CRDs: {', '.join(_missing)} absent"),
-]
+pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
 def invoke(*argv: str):

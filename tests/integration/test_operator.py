@@ -24,19 +24,16 @@ from k8sctl.cli import app
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
+from .conftest import NEEDS_OPERATOR_SOURCE
+
 NS = crds_and_identity.OPERATOR_NAMESPACE
 UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 
-_missing = [str(p) for p in (operator.DEFAULT_SOURCE,) if not p.is_dir()]
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(bool(_missing), reason=f"needs the k8ssandra-operator source and CRDs: {', '.join(_missing)} absent"),
-]
+pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
 def invoke(*argv: str):
-    result = CliRunner().invoke(app, list(argv))
-    return result
+    return CliRunner().invoke(app, list(argv))
 
 
 @pytest.fixture(scope="module")
