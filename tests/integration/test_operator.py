@@ -196,9 +196,12 @@ def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
         return control.get(clientconfig_api.resource("v1beta1"), name, NS)["metadata"]["annotations"]
 
     old = hashes()
-    rotated = register(op_sandbox, tmp_path, "--token-source", "request")  # a new token: new Secret data
+    # A new token: new Secret data. --wait-operator returns once the real operator has reloaded it.
+    rotated = register(op_sandbox, tmp_path, "--token-source", "request", "--wait-operator=90s")
     # The ClientConfig changes only in its recorded token source (an annotation): no restart of its own.
     assert [o["action"] for o in rotated["registrations"][0]["objects"]] == ["updated", "updated"]
+    assert rotated["registrations"][0]["operator"] == "loaded"
+    assert hashes()["k8ssandra.io/secret-hash"] != old["k8ssandra.io/secret-hash"]  # its reload, already seen
     operator.wait_ready(Path(op_sandbox.directory), timeout=60, after_runs=before["runs"])
     after = settle(op_sandbox)
     assert after["restarts"] == before["restarts"] + 1
@@ -284,8 +287,15 @@ def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, con
     cc = {"apiVersion": "config.k8ssandra.io/v1beta1", "kind": "ClientConfig",
           "metadata": {"name": "broken", "namespace": NS},
           "spec": {"contextName": "kind-broken", "kubeConfigSecret": {"name": "no-such-secret"}}}
+    verify = ["clientconfig", "verify", "--kubeconfig", op_sandbox.clusters[0].kubeconfig, "-o", "json"]
     control.apply(clientconfig_api.resource("v1beta1"), cc, force=True)
     try:
+        # `clientconfig verify` agrees with the operator: it fails on the ClientConfig that stops it.
+        r = invoke(*verify)
+        assert r.exit_code == 1, r.output
+        doc = json.loads(r.stdout)
+        assert doc["failed"] == ["broken"], r.stdout
+
         def crashing():
             s = operator.read_status(Path(op_sandbox.directory))
             return s if s["restarts"] >= before["restarts"] + 2 and (s["lastExit"] or {}).get("code") == 1 else None
@@ -300,6 +310,9 @@ def test_a_broken_clientconfig_makes_it_crash_loop_until_removed(op_sandbox, con
     finally:
         control.delete(clientconfig_api.resource("v1beta1"), "broken", NS)
     operator.wait_ready(Path(op_sandbox.directory), timeout=90)
+    # And passes once the operator can start again.
+    r = invoke(*verify)
+    assert r.exit_code == 0, r.output
 
 
 def test_without_a_private_mount_namespace_up_says_so_and_runs_without_it(control_plane_binaries, tmp_path, monkeypatch):

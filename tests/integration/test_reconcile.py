@@ -262,7 +262,10 @@ def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, pref
     # thread's stack (seen once, under heavy load, and not reproduced since).
     cmd = [sys.executable, "-X", "faulthandler", "-m", "k8sctl", "reconcile", prefix, "--kubeconfig",
            registered.clusters[0].kubeconfig, "--wait", "--timeout", "60"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as on a terminal: a shell without job control starts background jobs (a CI script
+    # run with `&`, say) with SIGINT ignored, and the child would inherit that.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 30
         while admins[1].get_or_none(cdc.RESOURCE, f"{prefix}-dc1", NS) is None:
@@ -282,7 +285,7 @@ def test_wait_interrupted_and_run_again_resumes_waiting(registered, admins, pref
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130 and "interrupted" in err, err
+    assert proc.returncode == 130 and "interrupted" in err, f"exit {proc.returncode}; stderr: {err}; stdout: {out[-3000:]}"
     assert admins[2].get_or_none(cdc.RESOURCE, f"{prefix}-dc2", NS) is None
     # Run again: it waits for dc1 (created by the interrupted run), then goes on.
     pending = [(1, f"{prefix}-dc1"), (2, f"{prefix}-dc2"), (3, f"{prefix}-dc3")]
