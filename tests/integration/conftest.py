@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from k8sctl import kube
+from k8sctl import kube, waiting
 from k8sctl import kubeconfig as kc
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, operator
 from tests import leakguard
@@ -37,6 +37,12 @@ NEEDS_OPERATOR_SOURCE = pytest.mark.skipif(
     reason=f"needs the k8ssandra-operator source: {operator.DEFAULT_SOURCE} absent "
            f"(pass it to `sandbox up --operator-source`; see ../shared/upstream/README.md)")
 PREPARED = [0, 1, 2, 3]
+
+
+def wait_for(what: str, fn, timeout: float = 90.0):
+    """fn()'s first truthy value, polled; fails the test when none comes within `timeout` seconds."""
+    return waiting.until(lambda: fn() or None, timeout=timeout, interval=0.2,
+                         message=f"{what} not seen within {timeout:.0f}s")
 BARE = 4
 V1ALPHA1 = 5
 UNPATCHED = 6

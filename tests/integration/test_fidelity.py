@@ -15,7 +15,6 @@ the operator's finalizer, server-set metadata, and empty maps and lists (Go zero
 from __future__ import annotations
 
 import base64
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE
+from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -49,15 +48,6 @@ def invoke(*argv: str):
     return CliRunner().invoke(app, list(argv))
 
 
-def wait_for(what: str, fn, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout:.0f}s")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")

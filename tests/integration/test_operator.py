@@ -24,7 +24,7 @@ from k8sctl.cli import app
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE
+from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
@@ -75,15 +75,6 @@ def status(op_sandbox) -> dict:
     return json.loads(r.stdout)["operator"]
 
 
-def wait_for(what: str, fn, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def settle(op_sandbox, seconds: float = 5.0) -> dict:
