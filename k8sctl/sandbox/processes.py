@@ -15,6 +15,7 @@ import select
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,12 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Ports this process has chosen: a sandbox picks all of its ports before its servers bind them
+# (controller managers only after every API server is ready), so a later pick must not repeat one.
+_HANDED_OUT: set[int] = set()
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free right now, chosen below the ephemeral range.
 
@@ -54,12 +61,19 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, _ = _ephemeral_range()
     for _ in range(200):
         port = random.randrange(10000, max(low, 10001))
+        with _HANDED_OUT_LOCK:
+            if port in _HANDED_OUT:
+                continue  # free now, but promised to a server that has not bound it yet
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
-            return port
+        with _HANDED_OUT_LOCK:
+            if port in _HANDED_OUT:
+                continue
+            _HANDED_OUT.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

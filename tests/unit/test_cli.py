@@ -55,3 +55,11 @@ def test_free_ports_avoid_the_ephemeral_range():
     low, _ = processes._ephemeral_range()
     ports = {processes.free_port() for _ in range(50)}
     assert all(10000 <= p < max(low, 10001) for p in ports) and len(ports) > 40
+
+
+def test_free_ports_are_never_handed_out_twice():
+    """A sandbox picks all its ports before its servers bind them: a repeat would be a port race."""
+    from k8sctl.sandbox import processes
+
+    ports = [processes.free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)
