@@ -100,17 +100,21 @@ class ClientCache:
             self._remotes.setdefault(context, client)
             return self._remotes[context]
 
-    def require(self, contexts: Iterable[str]) -> None:
-        """Build the clients of `contexts` at once (their Secrets read in parallel); fail before
-        anything is written when one has no usable ClientConfig."""
+    def require(self, contexts: Iterable[str], connections: int = 0) -> None:
+        """Build the clients of `contexts` at once (their Secrets read in parallel), each with
+        `connections` connections opened ahead; fail before anything is written when one has no
+        usable ClientConfig."""
         needed = sorted({c for c in contexts if c})
         errors: dict[str, str] = {}
 
         def build(context: str) -> None:
             try:
-                self.remote(context)
+                client = self.remote(context)
             except ClusterError as e:
                 errors[context] = str(e)
+                return
+            if connections:
+                client.preconnect(connections)
 
         if len(needed) > 1:
             with ThreadPoolExecutor(max_workers=min(8, len(needed))) as pool:

@@ -438,26 +438,58 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: _DestinationRead, progr
                        context_name=o.context_name or ctx, src_namespace=src_ns, server="", server_reason="",
                        token_source=o.token_source, service_account=o.serviceaccount)
     progress(f"reading service account {o.serviceaccount} from {ctx}")
+    known_server = _known_server(c, view, reg)
     with kube.KubeClient(c.src_doc, ctx, c.src_base, timeout=o.request_timeout, source="the source kubeconfig") as src, \
-            ThreadPoolExecutor(max_workers=2) as own:
+            ThreadPoolExecutor(max_workers=3) as own:
+        # The verification's connections open while the source is read (see _preconnect_verification).
+        warm = own.submit(_preconnect_verification, c, view, known_server)
         # The token Secret k8sctl makes (and the operator's manifests list) is read together with
         # the service account, on a guess: one round trip instead of two where the guess is right.
         guess = own.submit(src.get_or_none, kube.SECRET, f"{o.serviceaccount}-token", src_ns) \
             if o.token_source == "secret" else None
-        sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
-        if sa is None:
-            _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
-        reg.server, reg.server_reason = _choose_server(c, view, src, reg)
-        if o.token_source == "request":
-            token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
-        else:
-            token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources, guess)
-        ca = secret_ca
-        reg.ca_source = "token Secret ca.crt" if ca else ""
-        if not ca:
-            cm = src.get_or_none(kube.CONFIGMAP, "kube-root-ca.crt", src_ns)
-            ca = ((cm or {}).get("data") or {}).get("ca.crt", "").encode()
-            reg.ca_source = f"ConfigMap {src_ns}/kube-root-ca.crt" if ca else ""
+        try:
+            return _plan_with(c, reg, view, src, src_ns, known_server, guess, warm, dest_state, progress)
+        finally:
+            preconnected = warm.result()
+            if preconnected is not None:
+                preconnected.close()
+
+
+def _preconnect_verification(c: Completed, view: kc.ContextView,
+                             known_server: tuple[str, str] | None) -> kube.Preconnected | None:
+    """Open the verification's two connections (its two reviews go at once) before its token
+    exists: a connection proves the server and CA, the token travels per request (kube's shared
+    pools). The CA stored is the token Secret's, read later; the source kubeconfig's is the guess,
+    and the pools are keyed by CA, so a wrong guess costs only these idle connections."""
+    o = c.opts
+    server = view.server if not o.verify_server else (known_server or ("", ""))[0]
+    if not o.verify or not server or (o.dry_run and o.token_source == "request"):
+        return None
+    try:
+        ca = kc.ca_pem_of(view.cluster)
+    except UsageError:
+        return None
+    return kube.Preconnected(server, ca, 2, o.request_timeout) if ca else None
+
+
+def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.KubeClient, src_ns: str,
+               known_server: tuple[str, str] | None, guess: Future | None, warm: Future,
+               dest_state: _DestinationRead, progress: Progress) -> Registration:
+    o, ctx = c.opts, view.name
+    sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
+    if sa is None:
+        _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
+    reg.server, reg.server_reason = known_server or _discovered_server(src, view, reg)
+    if o.token_source == "request":
+        token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
+    else:
+        token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources, guess)
+    ca = secret_ca
+    reg.ca_source = "token Secret ca.crt" if ca else ""
+    if not ca:
+        cm = src.get_or_none(kube.CONFIGMAP, "kube-root-ca.crt", src_ns)
+        ca = ((cm or {}).get("data") or {}).get("ca.crt", "").encode()
+        reg.ca_source = f"ConfigMap {src_ns}/kube-root-ca.crt" if ca else ""
     if not ca:
         ca = kc.ca_pem_of(view.cluster) or b""
         reg.ca_source = "source kubeconfig" if ca else ""
@@ -471,6 +503,7 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: _DestinationRead, progr
         reg.warnings.append("dry run: no token was requested (that would create a credential), so the new "
                             "credentials were not verified")
     elif o.verify:
+        wait([warm])  # handshakes under way finish sooner than new ones would
         _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress,
                 o.request_timeout)
     else:
@@ -604,7 +637,9 @@ def _iso(ts: float | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else None
 
 
-def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient, reg: Registration) -> tuple[str, str]:
+def _known_server(c: Completed, view: kc.ContextView, reg: Registration) -> tuple[str, str] | None:
+    """The server to store and why, where the flags or the kubeconfigs give it (no request); None
+    when the source server is loopback and only the cluster can tell (`_discovered_server`)."""
     o = c.opts
     if o.server:
         return o.server, "--server"
@@ -624,6 +659,10 @@ def _choose_server(c: Completed, view: kc.ContextView, src: kube.KubeClient, reg
             f"--in-cluster-kubeconfig (context {in_view.name})"
     if not is_loopback_server(view.server):
         return validate_server(view.server, f"the server of source context {view.name!r}"), "source kubeconfig"
+    return None
+
+
+def _discovered_server(src: kube.KubeClient, view: kc.ContextView, reg: Registration) -> tuple[str, str]:
     found = _discover_server(src, reg)
     if found:
         return found

@@ -23,6 +23,7 @@ from k8sctl import redact
 from k8sctl.errors import ClusterError, UsageError
 
 log = logging.getLogger("k8sctl")
+trace = logging.getLogger("k8sctl.requests")  # -vv: a line per request
 
 FIELD_MANAGER = "k8sctl"
 DEFAULT_TIMEOUT = (5.0, 30.0)  # connect, read
@@ -173,6 +174,144 @@ def clean_token(token: str, where: str) -> str:
     return token
 
 
+class _SharedPools:
+    """urllib3 pools shared by every client whose TLS handshake is the same: server, CA, client
+    certificate, TLS server name, verification. Bearer tokens travel per request, so clients that
+    differ only by token share connections (as client-go's transport cache shares transports by
+    TLS config): a kubeconfig minted a moment ago can use a connection opened before its token
+    existed, and ten sources on one API server open its connections once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pools: dict[tuple, list] = {}  # key -> [PoolManager, number of users]
+
+    def acquire(self, key: tuple, make: Any) -> Any:
+        with self._lock:
+            entry = self._pools.get(key)
+            if entry is None:
+                entry = self._pools[key] = [make(), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, key: tuple) -> None:
+        with self._lock:
+            entry = self._pools.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._pools[key]
+                entry[0].clear()
+
+
+_POOLS = _SharedPools()
+
+
+def _tls_key(server: str, ca: bytes | None, cert: bytes | None, key: bytes | None, server_name: str | None,
+             insecure: bool) -> tuple:
+    """What a TLS handshake with these settings proves; digests, so no key material is kept in it."""
+    import hashlib
+
+    digest = hashlib.sha256
+    return (server, server_name or "", insecure, digest((ca or b"").strip()).hexdigest(),
+            digest((cert or b"") + b"\0" + (key or b"")).hexdigest() if cert else "")
+
+
+def _make_pool(where: str, ca: bytes | None, cert: bytes | None, key: bytes | None, server_name: str | None,
+               insecure: bool):
+    import ssl
+
+    import urllib3
+
+    ctx = ssl.create_default_context()
+    try:
+        if ca:
+            ctx.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
+        else:
+            import certifi  # what the kubernetes package trusts without a CA, too
+
+            ctx.load_verify_locations(cafile=certifi.where())
+        if cert:
+            _load_client_cert(ctx, cert, key or b"")
+    except (ssl.SSLError, ValueError) as e:
+        raise UsageError(f"{where}: its CA or client certificate data cannot be loaded ({_first_line(e)})") from None
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # one warning of ours instead
+    pool_kw: dict[str, Any] = {"ssl_context": ctx}
+    if server_name:
+        pool_kw["server_hostname"] = server_name
+    # Up to 32 idle connections per server: ten sources registered at once on one API server
+    # share this pool. Beyond that, a connection is closed after use, which is all urllib3's
+    # "pool is full" warning says: not worth a line to the user.
+    _quiet_full_pool_warnings()
+    return urllib3.PoolManager(num_pools=4, maxsize=32, retries=False, **pool_kw)
+
+
+def _quiet_full_pool_warnings() -> None:
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    if not any(isinstance(f, _FullPoolFilter) for f in pool_log.filters):
+        pool_log.addFilter(_FullPoolFilter())
+
+
+class _FullPoolFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Connection pool is full")
+
+
+def _load_client_cert(ctx, cert: bytes, key: bytes) -> None:
+    import os
+    import tempfile
+
+    redact.remember(key)
+    # ssl loads a certificate chain only from files: a private 0700 folder, removed at once.
+    with tempfile.TemporaryDirectory(prefix="k8sctl-tls-") as d:
+        paths = [os.path.join(d, n) for n in ("tls.crt", "tls.key")]
+        for path, data in zip(paths, (cert, key)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(*paths)
+
+
+def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> None:
+    """Open up to `count` connections (TCP and TLS) to `url` and leave them idle in the pool, in
+    parallel: the handshakes' round trips are paid while the caller does other work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = pool_manager.connection_from_url(url)
+
+    def one(_: int) -> None:
+        conn = pool._get_conn()  # urllib3 has no public "connect ahead"; these are stable since 1.x
+        try:
+            if not conn.is_connected:
+                conn.timeout = connect_timeout
+                conn.connect()
+        except Exception:  # noqa: BLE001 - the request that needs it will say what is wrong
+            conn.close()
+        pool._put_conn(conn)
+
+    with ThreadPoolExecutor(max_workers=count) as threads:
+        list(threads.map(one, range(count)))
+
+
+class Preconnected:
+    """Connections opened ahead to a server, with a CA, for token clients to come (see
+    `preconnect`); kept until closed."""
+
+    def __init__(self, server: str, ca: bytes, count: int, timeout=DEFAULT_TIMEOUT):
+        self._key = _tls_key(server.rstrip("/"), ca, None, None, None, False)
+        pool_manager = _POOLS.acquire(self._key, lambda: _make_pool(server, ca, None, None, None, False))
+        try:
+            _open_idle(pool_manager, server, count, timeout[0])
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+
+    def close(self) -> None:
+        _POOLS.release(self._key)
+
+
 class _InlineTransport:
     """HTTPS with urllib3 alone, for contexts whose credentials and CA are inline.
 
@@ -182,9 +321,7 @@ class _InlineTransport:
     """
 
     def __init__(self, view: kc.ContextView, where: str):
-        import ssl
-
-        import urllib3
+        import base64
 
         cluster, user = view.cluster, view.user
         self.host = cluster["server"].rstrip("/")
@@ -192,55 +329,32 @@ class _InlineTransport:
         self._headers = {}
         if user.get("token"):
             self._headers["Authorization"] = f"Bearer {clean_token(str(user['token']), where)}"
-        ctx = ssl.create_default_context()
         try:
             ca = kc.ca_pem_of(cluster)
-            if ca:
-                ctx.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
-            else:
-                import certifi  # what the kubernetes package trusts without a CA, too
-
-                ctx.load_verify_locations(cafile=certifi.where())
-            if user.get("client-certificate-data"):
-                self._load_client_cert(ctx, user["client-certificate-data"], user["client-key-data"])
-        except (ssl.SSLError, ValueError) as e:
+            cert = base64.b64decode(user["client-certificate-data"]) if user.get("client-certificate-data") else None
+            key = base64.b64decode(user.get("client-key-data") or "") if cert else None
+        except (ValueError, UsageError) as e:
             raise UsageError(f"{where}: its CA or client certificate data cannot be loaded ({_first_line(e)})") from None
-        if self.insecure:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)  # one warning of ours instead
-        pool_kw: dict[str, Any] = {"ssl_context": ctx}
-        if cluster.get("tls-server-name"):
-            pool_kw["server_hostname"] = cluster["tls-server-name"]
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=8, retries=False, **pool_kw)
-
-    @staticmethod
-    def _load_client_cert(ctx, cert_b64: str, key_b64: str) -> None:
-        import base64
-        import os
-        import tempfile
-
-        cert, key = base64.b64decode(cert_b64), base64.b64decode(key_b64)
-        redact.remember(key)
-        # ssl loads a certificate chain only from files: a private 0700 folder, removed at once.
-        with tempfile.TemporaryDirectory(prefix="k8sctl-tls-") as d:
-            paths = [os.path.join(d, n) for n in ("tls.crt", "tls.key")]
-            for path, data in zip(paths, (cert, key)):
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-            ctx.load_cert_chain(*paths)
+        server_name = cluster.get("tls-server-name")
+        self._key = _tls_key(self.host, ca, cert, key, server_name, self.insecure)
+        self._pool = _POOLS.acquire(self._key, lambda: _make_pool(where, ca, cert, key, server_name, self.insecure))
 
     def send(self, method: str, url: str, headers: dict, body: bytes | None, timeout) -> tuple[int, Any, bytes]:
-        import urllib3
-
         headers = {**headers, **self._headers}
         resp = self._pool.request(method, url, body=body, headers=headers, redirect=False,
-                                  timeout=urllib3.Timeout(connect=timeout[0], read=timeout[1]), preload_content=True)
+                                  timeout=_urllib3_timeout(timeout), preload_content=True)
         return resp.status, resp.headers, resp.data
 
+    def preconnect(self, count: int, timeout) -> None:
+        _open_idle(self._pool, self.host, count, timeout[0])
+
+    def connections(self) -> int:
+        return _connections_opened(self._pool)
+
     def close(self) -> None:
-        self._pool.clear()
+        if self._pool is not None:
+            self._pool = None
+            _POOLS.release(self._key)
 
 
 class _LoaderTransport:
@@ -281,8 +395,20 @@ class _LoaderTransport:
             timeout=_urllib3_timeout(timeout))
         return resp.status, resp.headers, resp.data
 
+    def preconnect(self, count: int, timeout) -> None:
+        pass  # exec plugins may need to run first: connections open on the first request
+
+    def connections(self) -> int:
+        return _connections_opened(self._api.rest_client.pool_manager)
+
     def close(self) -> None:
         self._api.close()
+
+
+def _connections_opened(pool_manager) -> int:
+    """Connections (TCP + TLS handshakes) a urllib3 PoolManager has opened so far (for -vv)."""
+    pools = pool_manager.pools
+    return sum(pools[key].num_connections for key in list(pools.keys()))
 
 
 def _urllib3_timeout(timeout):
@@ -328,6 +454,14 @@ class KubeClient:
     def close(self) -> None:
         self._transport.close()
 
+    def preconnect(self, count: int = 1) -> None:
+        """Open `count` connections now (in parallel, waiting for them) so that as many requests
+        sent at once later need no handshake. Failures are left to those requests."""
+        try:
+            self._transport.preconnect(count, self.timeout)
+        except Exception:  # noqa: BLE001 - an optimisation only
+            pass
+
     def __enter__(self) -> KubeClient:
         return self
 
@@ -353,17 +487,24 @@ class KubeClient:
         deadline = min(self.deadline or float("inf"), time.monotonic() + RETRY_BUDGET)
         backoff = 0.1
         dry_run = bool(query and query.get("dryRun"))
+        tracing = trace.isEnabledFor(logging.DEBUG)
         while True:
             self.stats.record(method, dry_run)
+            if tracing:
+                started, opened = time.monotonic(), self._transport.connections()
             try:
                 status, resp_headers, data = self._transport.send(method, url, headers, payload,
                                                                   timeout or self.timeout)
             except (urllib3.exceptions.HTTPError, OSError) as e:
                 cause = _describe(_exception_text(e))
+                if tracing:
+                    self._trace(method, url, cause, started, opened)
                 if idempotent and cause == _RESET and _pause(backoff, deadline):
                     backoff = min(backoff * 2, 2.0)
                     continue
                 raise Unreachable(self._unreachable_message(cause), cause) from None
+            if tracing:
+                self._trace(method, url, str(status), started, opened)
             retry_after = resp_headers.get("Retry-After") or ""
             # Transient: what the server marks so (Retry-After on a 429 or 5xx, as client-go reads
             # it), and gateway answers. A plain 500 is an answer (e.g. an object the CRD's schema
@@ -379,6 +520,11 @@ class KubeClient:
         if not 200 <= status <= 299:
             raise self._api_error(method, path, status, data)
         return json.loads(data) if data else None
+
+    def _trace(self, method: str, url: str, outcome: str, started: float, opened: int) -> None:
+        new = self._transport.connections() - opened
+        trace.debug("%s %s %s %.0fms (context %s%s)", method, url[len(self.server):], outcome,
+                    (time.monotonic() - started) * 1000, self.context, ", new connection" if new else "")
 
     def _unreachable_message(self, why: str) -> str:
         return f"cannot reach the API server of context {self.context!r} at {self.server}: {why}"

@@ -27,10 +27,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: bool = typer.Option(False, "-v", "--verbose", help="Show details (and tracebacks) of failures."),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True,
+                                help="Show details (and tracebacks) of failures; -vv also each API request "
+                                     "(method, path, status, milliseconds, context), like kubectl -v=6."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
 ) -> None:
-    Globals.verbose = verbose
+    Globals.verbose = verbose > 0
     setup_logging(verbose)
 
 

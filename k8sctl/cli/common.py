@@ -64,19 +64,25 @@ def warn(message: str) -> None:
 
 class _WarningHandler(logging.Handler):
     """Log records of k8sctl and of libraries (the kubernetes loader logs exec-plugin
-    failures on the root logger) become one redacted `warning:` line each."""
+    failures on the root logger) become one redacted `warning:` line each; -vv's request
+    trace (debug records) a redacted `request:` line each."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            warn(record.getMessage())
+            if record.levelno >= logging.INFO:
+                warn(record.getMessage())
+            else:
+                print(f"request: {_one_line(record.getMessage())}", file=sys.stderr)
         except Exception:  # a broken log call must never break the command
             pass
 
 
-def setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _WarningHandler)] + [_WarningHandler()]
     root.setLevel(logging.INFO if verbose else logging.WARNING)
+    # -vv: k8sctl's own request trace only (libraries' debug logs stay off).
+    logging.getLogger("k8sctl.requests").setLevel(logging.DEBUG if verbose >= 2 else logging.NOTSET)
     logging.captureWarnings(True)  # library warnings (urllib3's) take the same path
 
 
