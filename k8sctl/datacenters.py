@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -457,6 +458,14 @@ class _GoYamlDumper(yaml.SafeDumper):
         return '"' if style == "'" else style
 
 
+@functools.lru_cache(maxsize=64)
+def _agent_yaml(agent_json: str) -> str:
+    """The agent configuration as the operator marshals it. Pure-Python YAML costs ~10 ms per
+    document, and datacenters mostly share one configuration: made once per distinct one."""
+    return yaml.dump(json.loads(agent_json), Dumper=_GoYamlDumper, sort_keys=True, default_flow_style=False,
+                     width=float("inf"))
+
+
 def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: str) -> dict:
     """The ConfigMap the operator writes beside each datacenter for its metrics agent (MCAC or not):
     its default configuration merged with spec telemetry.cassandra, the cleaned-up-by labels and
@@ -464,7 +473,7 @@ def metrics_agent_config_map(kc: dict, options: dict, dc_name: str, namespace: s
     meta = kc.get("metadata") or {}
     cassandra = (kc.get("spec") or {}).get("cassandra") or {}
     agent = merge(DEFAULT_AGENT_CONFIG, (options.get("telemetry") or {}).get("cassandra") or {})
-    text = yaml.dump(agent, Dumper=_GoYamlDumper, sort_keys=True, default_flow_style=False, width=float("inf"))
+    text = _agent_yaml(json.dumps(agent, sort_keys=True))
     cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
           "metadata": {"name": metrics_agent_config_name(cassandra.get("clusterName") or meta["name"], dc_name),
                        "namespace": namespace,
@@ -621,6 +630,13 @@ def _pod_template(options: dict, mcac: bool) -> dict:
     if pod_meta:
         template["metadata"] = pod_meta
     return template
+
+
+def datacenter_contexts(kc: dict) -> list[str]:
+    """The k8sContext of each datacenter of a K8ssandraCluster ("" for the control plane), read
+    straight from the spec: known before the datacenters are built."""
+    dcs = ((kc.get("spec") or {}).get("cassandra") or {}).get("datacenters") or []
+    return [str((dc or {}).get("k8sContext") or "") for dc in dcs if isinstance(dc, dict)]
 
 
 def build_datacenters(kc: dict) -> list[DesiredDatacenter]:

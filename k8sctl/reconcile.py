@@ -33,6 +33,7 @@ from k8sctl.datacenters import (
     SUPERUSER_PASSWORD_LENGTH,
     DesiredDatacenter,
     build_datacenters,
+    datacenter_contexts,
     replicated_superuser_secret,
     superuser_secret,
     superuser_secret_name,
@@ -325,28 +326,47 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         else local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
     if kc is None:
         raise UsageError(f"K8ssandraCluster {opts.namespace}/{opts.name} not found in {local.context}")
-    desired = build_datacenters(kc)
-    check_contexts(desired, cache)
+    # While the datacenters are built from the spec (CPU), the clients of the contexts it names are
+    # made (their kubeconfig Secrets read, connections opened) and the superuser Secret is read.
+    with ThreadPoolExecutor(max_workers=2) as early:
+        # Three connections each: a cluster's three LISTs go at once (see read below).
+        clients = early.submit(_attempt, lambda contexts: cache.require(contexts, connections=3),
+                               datacenter_contexts(kc))
+        superuser_read = early.submit(_read_superuser, kc, local)
+        desired = build_datacenters(kc)
+        clients.result()
+        check_contexts(desired, cache)  # a failure above is raised here, once the spec is known valid
+        superuser = superuser_read.result()
     cluster = kc["metadata"]["name"]
     reports = [DatacenterReport(d.context, d.namespace, d.name, inline=d.object, desired=d.object,
                                 agent_config=d.agent_config) for d in desired]
-    superuser = _read_superuser(kc, local)
     sources: dict[str, SourceChoice] = {}
 
     progress("reading CassandraDatacenters")
 
     def read(context: str, items: list[DatacenterReport]) -> None:
         client = cache.remote(context)
+        # Everything the operator made for this K8ssandraCluster carries its labels: per namespace
+        # one LIST of datacenters, of ConfigMaps (the metrics agents') and of Secrets (the superuser
+        # copy, the config Secrets), the three at once: one round trip for any number of datacenters.
         live = _Listed(client, cdc.RESOURCE, _cluster_selector(kc))
+        configmaps = _Listed(client, kube.CONFIGMAP, _cluster_selector(kc))
+        labelled_secrets = _Listed(client, kube.SECRET, f"k8ssandra.io/cluster-name={cluster}")
+        wanted = [live]
+        if any(r.agent_config is not None for r in items):
+            wanted.append(configmaps)
+        if superuser is not None or opts.config_source != cdc.INLINE:
+            wanted.append(labelled_secrets)
+        _Listed.prefetch(wanted, [r.namespace for r in items])
         _each(items, lambda r: setattr(r, "existing", live.get(r.namespace, r.name)))
-        _each(items, lambda r: _read_agent_config(r, client))
+        _each(items, lambda r: _read_agent_config(r, configmaps))
         if superuser is not None:
             for namespace in dict.fromkeys(r.namespace for r in items):
                 key = (context, namespace)
                 if key not in superuser.existing:
-                    superuser.existing[key] = client.get_or_none(kube.SECRET, superuser.name, namespace)
+                    superuser.existing[key] = labelled_secrets.get(namespace, superuser.name)
         choice = sources[context] = source_from_live(items, opts.config_source, cluster)
-        _shape(items, client, choice.source or cdc.INLINE, cluster, opts)
+        _shape(items, client, choice.source or cdc.INLINE, cluster, opts, secrets=labelled_secrets)
 
     seconds: dict[str, float] = {}
     _per_context(reports, read, seconds)
@@ -381,9 +401,9 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
                            seconds_by_context=seconds)
 
 
-def _read_agent_config(r: DatacenterReport, client: kube.KubeClient) -> None:
+def _read_agent_config(r: DatacenterReport, configmaps: _Listed) -> None:
     if r.agent_config is not None:
-        r.existing_agent_config = client.get_or_none(kube.CONFIGMAP, r.agent_config["metadata"]["name"], r.namespace)
+        r.existing_agent_config = configmaps.get(r.namespace, r.agent_config["metadata"]["name"])
 
 
 def _read_superuser(kc: dict, local: kube.KubeClient) -> SuperuserReport | None:
@@ -470,19 +490,40 @@ class _Listed:
         self.client, self.resource, self.selector = client, resource, selector
         self._by_namespace: dict[str, dict[str, dict]] = {}
 
+    def _fetch(self, namespace: str) -> None:
+        items = self.client.list(self.resource, namespace, label_selector=self.selector)
+        for o in items:  # a LIST's items carry neither: make them look like what a GET returns
+            o.setdefault("apiVersion", self.resource.api_version)
+            o.setdefault("kind", self.resource.kind)
+        self._by_namespace[namespace] = {o["metadata"]["name"]: o for o in items}
+
+    @staticmethod
+    def prefetch(listed: list[_Listed], namespaces: list[str]) -> None:
+        """Every LIST of every namespace at once (one round trip, not one each). A LIST that
+        fails is left to `get`, which lists again and raises where the object is needed."""
+        jobs = [(one, ns) for one in listed for ns in dict.fromkeys(namespaces)]
+        if len(jobs) <= 1:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(jobs), 8)) as pool:
+            list(pool.map(lambda job: _attempt(job[0]._fetch, job[1]), jobs))
+
     def get(self, namespace: str, name: str) -> dict | None:
         if namespace not in self._by_namespace:
-            items = self.client.list(self.resource, namespace, label_selector=self.selector)
-            for o in items:  # a LIST's items carry neither: make them look like what a GET returns
-                o.setdefault("apiVersion", self.resource.api_version)
-                o.setdefault("kind", self.resource.kind)
-            self._by_namespace[namespace] = {o["metadata"]["name"]: o for o in items}
+            self._fetch(namespace)
         found = self._by_namespace[namespace].get(name)
         return found if found is not None else self.client.get_or_none(self.resource, name, namespace)
 
 
+def _attempt(work: Callable[[Any], None], arg: Any) -> None:
+    """Work done ahead of need: its failure is met again, and reported, where the result is used."""
+    try:
+        work(arg)
+    except Exception:  # noqa: BLE001
+        pass
+
+
 def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, cluster: str,
-           opts: ReconcileOptions, keep_live: bool = True) -> None:
+           opts: ReconcileOptions, keep_live: bool = True, secrets: _Listed | None = None) -> None:
     """Give each report the objects its source writes, read the Secrets it needs, and classify it.
 
     The source is `source`, except under `auto` for a datacenter whose live object uses one
@@ -490,8 +531,8 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     one cluster differ (a switch interrupted half-way).
     """
     # The config Secrets carry the datacenters' operator labels (and k8sctl's): one LIST per namespace.
-    secrets = _Listed(client, kube.SECRET, f"{cdc.MANAGED_BY_LABEL}={cdc.MANAGED_BY},"
-                                           f"k8ssandra.io/cluster-name={cluster}")
+    if secrets is None:
+        secrets = _Listed(client, kube.SECRET, f"k8ssandra.io/cluster-name={cluster}")
 
     def one(r: DatacenterReport) -> None:
         live = cdc.live_source(r.existing, cluster) if keep_live and opts.config_source == cdc.AUTO else None

@@ -209,11 +209,24 @@ def test_demo_end_to_end_with_gating_and_noop(registered, admins, prefix):
     r = reconcile(registered, prefix)
     assert actions(r) == ["unchanged"] * 3
     assert [d["ready"] for d in json.loads(r.stdout)["datacenters"]] == [True] * 3
-    # No write at all; reads: the K8ssandraCluster, the ClientConfig list, their Secrets, per datacenter
-    # one GET for it and one for its metrics agent ConfigMap, and the superuser Secret in the control
-    # plane and in each datacenter's cluster.
+    # No write at all; reads: the K8ssandraCluster, the ClientConfig list, their Secrets, the superuser
+    # Secret in the control plane, and per cluster three LISTs by the operator's labels
+    # (datacenters, metrics agent ConfigMaps, Secrets).
     assert kube.STATS.writes == 0
-    assert kube.STATS.by_method == {"GET": 1 + 1 + 3 + 3 * 2 + 1 + 3}
+    assert kube.STATS.by_method == {"GET": 1 + 1 + 3 + 1 + 3 * 3}
+
+
+def test_a_noop_reads_the_same_whatever_the_number_of_datacenters(registered, admins, prefix, requests_log):
+    """Issue 11: reads per cluster and namespace, not per datacenter (12 datacenters, 3 clusters)."""
+    contexts = [f"kind-k8ssandra-{1 + i % 3}" for i in range(12)]
+    doc = demo_cluster(prefix, sizes=(1,) * 12, contexts=tuple(contexts))
+    apply_cluster(admins, doc)
+    assert set(actions(reconcile(registered, prefix, "--no-gate"))) == {"created"}
+    requests_log.clear()
+    assert actions(reconcile(registered, prefix, "--no-gate")) == ["unchanged"] * 12
+    gets = [path for method, path, _ in requests_log if method == "GET"]
+    assert len(requests_log) == len(gets) == 1 + 1 + 3 + 1 + 3 * 3, requests_log
+    assert sum("/cassandradatacenters" in p for p in gets) == 3 and sum("/configmaps" in p for p in gets) == 3
 
 
 def test_every_field_lands_in_the_remote_object(registered, admins, prefix):
