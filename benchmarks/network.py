@@ -15,15 +15,18 @@ Requests: k8sctl's are counted at its client (k8sctl.kube.STATS, an in-process r
 command); the script's from `kubectl -v=6` logs (a run through a logging kubectl, not timed).
 The script runs unchanged except for its kind-only rewrite of a 127.0.0.1 server, which a
 sandbox must skip (../shared/reference/README.md). It needs bash, GNU getopt, kubectl, yq, jq.
-kubectl keeps its discovery cache between runs (KUBECACHEDIR in the benchmark's folder), as a
-user's kubectl does.
+The script runs twice per round: with kubectl's discovery cache kept between runs (KUBECACHEDIR in
+the benchmark's folder), as on a user's machine, and with it empty, as on a fresh CI runner or
+container, where each of its kubectl calls reads /api and /apis before its request.
 
 Note: toxiproxy delays data, not the TCP handshake, so a new connection costs one round trip
-(TLS 1.3) where a real network costs two (TCP + TLS): both tools open about one connection per
-cluster, so neither is favoured.
+(TLS 1.3) where a real network costs two (TCP + TLS). That favours the script: each of its
+kubectl processes opens its own connection, one after another (about 9 a run), where k8sctl
+opens its connections at once (one handshake on its critical path). A real network at the same
+round-trip time adds about 9 round trips to the script and 1 to k8sctl.
 
 Usage: python benchmarks/network.py [--script PATH] [--kubectl PATH] [--rtt 0,50,100,200]
-                                    [--runs 5] [--only create,sources,reconcile,imports]
+                                    [--runs 5] [--only create,sources,reconcile,imports] [--plot DIR]
 """
 from __future__ import annotations
 
@@ -113,18 +116,25 @@ class Script:
         shim.write_text(f'#!/bin/sh\nexec {kubectl} -v=6 "$@" 2>>{self.log}\n')
         shim.chmod(0o755)
         self.cache = work / "kubecache"
+        self.cold_cache = work / "kubecache-cold"
 
     def argv(self, src: cluster.ClusterInfo, dest: cluster.ClusterInfo) -> list[str]:
         return ["bash", str(self.path), "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig,
                 "--namespace", NS, "--output-dir", str(self.dir / "out")]
 
-    def env(self, logging: bool = False) -> dict:
+    def env(self, logging: bool = False, cold: bool = False) -> dict:
+        """`cold`: an empty discovery cache, as on a fresh CI runner or container (each kubectl
+        then reads /api and /apis first); else the cache the previous runs filled, as a user's."""
         first = self.dir / ("logbin" if logging else "bin")
-        return {**os.environ, "PATH": f"{first}:{os.environ['PATH']}", "KUBECACHEDIR": str(self.cache)}
+        cache = self.cache
+        if cold:
+            shutil.rmtree(self.cold_cache, ignore_errors=True)
+            cache = self.cold_cache
+        return {**os.environ, "PATH": f"{first}:{os.environ['PATH']}", "KUBECACHEDIR": str(cache)}
 
-    def requests(self, argv: list[str]) -> int:
+    def requests(self, argv: list[str], cold: bool = False) -> int:
         self.log.write_text("")
-        subprocess.run(argv, capture_output=True, env=self.env(logging=True), check=True)
+        subprocess.run(argv, capture_output=True, env=self.env(logging=True, cold=cold), check=True)
         text = self.log.read_text()
         # kubectl >= 1.30 logs `"Response" verb="GET" url="https://..."`; older ones `GET https://... 200 OK`.
         return (len(re.findall(r'"Response" verb="[A-Z]+" url="https://', text))
@@ -139,7 +149,7 @@ def row(label: str, walls: list[float], requests: int | str, ratio: str = "") ->
 HEADER = "| run | median s | min s | max s | requests | ratio |\n|---|---|---|---|---|---|"
 
 
-def bench_create(state, admins, script: Script | None, rtts: list[float], runs: int, set_rtt) -> None:
+def bench_create(state, admins, script: Script | None, rtts: list[float], runs: int, set_rtt, plot: dict) -> None:
     src, dest = state.clusters[1], state.clusters[0]
     k_args = ["create-clientconfig", "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig,
               "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "bench-k", "-o", "json"]
@@ -149,35 +159,38 @@ def bench_create(state, admins, script: Script | None, rtts: list[float], runs: 
         unregister(admins[0], "bench-k", "bench-k-config")
         unregister(admins[0], script_name, f"{script_name}-config")
 
+    tools = ["script-warm", "script-cold", "k8sctl"] if script is not None else ["k8sctl"]
+    labels = {"script-warm": "create-clientconfig.sh, kubectl discovery cache warm",
+              "script-cold": "create-clientconfig.sh, kubectl discovery cache empty (fresh CI runner)",
+              "k8sctl": "k8sctl, first run", "noop": "k8sctl, no-op re-run"}
     print("\n### create-clientconfig, first run: upstream script vs k8sctl\n")
     for rtt in rtts:
         set_rtt(rtt)
-        walls_s, walls_k, walls_noop = [], [], []
+        walls: dict[str, list[float]] = {t: [] for t in (*tools, "noop")}
         if script is not None:
             clean()
             timed(script.argv(src, dest), script.env())  # warms kubectl's discovery cache, as a user's is
         for i in range(runs):
-            order = ("script", "k8sctl") if i % 2 == 0 else ("k8sctl", "script")
-            for tool in order:
+            for tool in tools[i % len(tools):] + tools[:i % len(tools)]:  # each goes first in turn
                 clean()
-                if tool == "script" and script is not None:
-                    walls_s.append(timed(script.argv(src, dest), script.env()))
-                elif tool == "k8sctl":
-                    walls_k.append(timed(k8sctl_argv(*k_args)))
-                    walls_noop.append(timed(k8sctl_argv(*k_args)))
+                if tool == "k8sctl":
+                    walls["k8sctl"].append(timed(k8sctl_argv(*k_args)))
+                    walls["noop"].append(timed(k8sctl_argv(*k_args)))
+                else:
+                    walls[tool].append(timed(script.argv(src, dest), script.env(cold=tool == "script-cold")))
         clean()
-        k_reqs = counted(k_args)
-        noop_reqs = counted(k_args)
-        print(f"RTT {rtt:g} ms\n\n{HEADER}")
+        reqs: dict[str, int | str] = {"k8sctl": counted(k_args), "noop": counted(k_args)}
         if script is not None:
-            clean()
-            s_reqs = script.requests(script.argv(src, dest))
-            print(row("create-clientconfig.sh", walls_s, s_reqs))
-            ratio = f"{statistics.median(walls_s) / statistics.median(walls_k):.1f}x faster"
-        else:
-            ratio = ""
-        print(row("k8sctl, first run", walls_k, k_reqs, ratio))
-        print(row("k8sctl, no-op re-run", walls_noop, noop_reqs))
+            for tool in ("script-warm", "script-cold"):
+                clean()
+                reqs[tool] = script.requests(script.argv(src, dest), cold=tool == "script-cold")
+        print(f"RTT {rtt:g} ms\n\n{HEADER}")
+        k8sctl_median = statistics.median(walls["k8sctl"])
+        for tool in (*tools, "noop"):
+            ratio = (f"k8sctl {statistics.median(walls[tool]) / k8sctl_median:.1f}x faster"
+                     if tool.startswith("script") else "")
+            print(row(labels[tool], walls[tool], reqs[tool], ratio))
+            plot.setdefault(labels[tool], []).append((rtt, *stats(walls[tool])))
         print()
     clean()
 
@@ -202,7 +215,7 @@ def sources_kubeconfig(state, path: Path, n: int) -> list[str]:
     return names
 
 
-def bench_sources(state, admins, work: Path, rtts: list[float], runs: int, set_rtt) -> None:
+def bench_sources(state, admins, work: Path, rtts: list[float], runs: int, set_rtt, plot: dict) -> None:
     path = work / "sources.kubeconfig"
     names = sources_kubeconfig(state, path, 10)
     dest = state.clusters[0]
@@ -238,11 +251,12 @@ def bench_sources(state, admins, work: Path, rtts: list[float], runs: int, set_r
             for n in (1, 10):
                 ratio = "" if n == 1 else f"{statistics.median(walls[(n, kind)]) / one:.2f}x the time of 1"
                 print(row(f"{n} source(s), {kind}", walls[(n, kind)], reqs[(n, kind)], ratio))
+                plot.setdefault(f"{n} source(s), {kind}", []).append((rtt, *stats(walls[(n, kind)])))
         print()
     clean()
 
 
-def bench_reconcile(state, admins, rtts: list[float], runs: int, set_rtt) -> None:
+def bench_reconcile(state, admins, rtts: list[float], runs: int, set_rtt, plot: dict) -> None:
     from reconcile import k8ssandra_cluster  # benchmarks/reconcile.py
 
     from k8sctl import clientconfigs
@@ -267,6 +281,7 @@ def bench_reconcile(state, admins, rtts: list[float], runs: int, set_rtt) -> Non
         walls = [timed(k8sctl_argv(*args)) for _ in range(runs)]
         reqs = counted(args)
         print(row(f"RTT {rtt:g} ms", walls, reqs))
+        plot.setdefault("k8sctl reconcile, no-op", []).append((rtt, *stats(walls)))
     print()
 
 
@@ -323,6 +338,20 @@ def bench_imports(state, work: Path) -> None:
     print()
 
 
+def write_plots(folder: Path, plots: dict[str, dict], day: str) -> None:
+    from svgchart import line_chart  # benchmarks/svgchart.py
+
+    titles = {"create": "create-clientconfig, first run: script vs k8sctl",
+              "sources": "k8sctl create-clientconfig: 1 and 10 sources",
+              "reconcile": "k8sctl reconcile, no-op: 20 datacenters, 3 clusters"}
+    folder.mkdir(parents=True, exist_ok=True)
+    for table, series in plots.items():
+        if series and len(next(iter(series.values()))) > 1:
+            path = folder / f"network-{table}.svg"
+            line_chart(path, f"{titles[table]} ({day})", "round-trip time added (ms)", "wall time (s)", series)
+            print(f"chart: {path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--script", type=Path, default=DEFAULT_SCRIPT, help="the upstream create-clientconfig.sh")
@@ -331,6 +360,8 @@ def main() -> None:
     ap.add_argument("--rtt", default="0,50,100,200", help="round-trip times in ms, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", default="create,sources,reconcile,imports")
+    ap.add_argument("--plot", type=Path, metavar="DIR",
+                    help="also write a chart per table as DIR/network-<table>.svg (median, min-max band)")
     args = ap.parse_args()
     rtts = [float(x) for x in args.rtt.split(",")]
     only = set(args.only.split(","))
@@ -361,12 +392,16 @@ def main() -> None:
                     toxiproxy.set_rtt(api, c.context, ms)
 
             script = Script(args.script, args.kubectl, work) if script_ok else None
+            plots: dict[str, dict] = {"create": {}, "sources": {}, "reconcile": {}}
             if "create" in only:
-                bench_create(state, admins, script, rtts, args.runs, set_rtt)
+                bench_create(state, admins, script, rtts, args.runs, set_rtt, plots["create"])
             if "sources" in only:
-                bench_sources(state, admins, work, rtts, args.runs, set_rtt)
+                bench_sources(state, admins, work, rtts, args.runs, set_rtt, plots["sources"])
             if "reconcile" in only or "imports" in only:
-                bench_reconcile(state, admins, rtts if "reconcile" in only else [0], args.runs, set_rtt)
+                bench_reconcile(state, admins, rtts if "reconcile" in only else [0], args.runs, set_rtt,
+                                plots["reconcile"])
+            if args.plot:
+                write_plots(args.plot, plots, time.strftime("%Y-%m-%d", time.gmtime()))
             if "imports" in only:
                 set_rtt(0)
                 bench_imports(state, work)

@@ -281,6 +281,7 @@ class Destination:
     version: str
     clientconfig: dict | None
     secret: dict | None
+    others: list[dict] = field(default_factory=list)  # the namespace's other ClientConfigs
 
 
 @dataclass
@@ -378,9 +379,10 @@ def run(c: Completed, progress: Progress = lambda s: None) -> Result:
     with kube.KubeClient(c.dest_doc, c.dest_view.name, timeout=o.request_timeout,
                          source="the destination kubeconfig") as dest, \
             ThreadPoolExecutor(max_workers=min(32, 3 * len(names))) as pool:
-        # The control plane is read while the sources are (its two GETs per registration at
-        # once), and every source at once: round trips overlap.
-        dest_state = {n: _DestinationRead(pool, dest, n, c.dest_namespace) for n in names}
+        # The control plane is read while the sources are (its ClientConfigs, one LIST for all,
+        # and each registration's Secret, at once), and every source at once: round trips overlap.
+        listed = pool.submit(_list_clientconfigs, dest, c.dest_namespace)
+        dest_state = {n: _DestinationRead(pool, dest, n, c.dest_namespace, listed) for n in names}
         planned = [pool.submit(_plan, c, ctx, name, dest_state[name], progress)
                    for ctx, name in zip(c.src_contexts, names)]
         try:
@@ -419,15 +421,33 @@ def _nothing_written(c: Completed) -> str:
 
 
 class _DestinationRead:
-    """The control plane's ClientConfig and Secret of one registration, both GETs at once."""
+    """The control plane's ClientConfigs (one LIST shared by every registration of the run: this
+    one's, and the others, whose context names it must not repeat) and the registration's Secret,
+    the requests at once."""
 
-    def __init__(self, pool: ThreadPoolExecutor, dest: kube.KubeClient, name: str, ns: str):
-        self._cc = pool.submit(api.get_with_version, dest, name, ns)
+    def __init__(self, pool: ThreadPoolExecutor, dest: kube.KubeClient, name: str, ns: str, listed: Future):
+        self._dest, self._name, self._ns, self._listed = dest, name, ns, listed
         self._secret = pool.submit(dest.get_or_none, kube.SECRET, f"{name}-config", ns)
 
     def result(self) -> Destination:
-        version, existing_cc = self._cc.result()
-        return Destination(version, existing_cc, self._secret.result())
+        listed = self._listed.result()
+        if listed is None:  # allowed to read ClientConfigs one by one only: ours, without the check
+            version, mine = api.get_with_version(self._dest, self._name, self._ns)
+            return Destination(version, mine, self._secret.result())
+        version, items = listed
+        mine = next((cc for cc in items if cc["metadata"]["name"] == self._name), None)
+        others = [cc for cc in items if cc["metadata"]["name"] != self._name]
+        return Destination(version, mine, self._secret.result(), others)
+
+
+def _list_clientconfigs(dest: kube.KubeClient, ns: str) -> tuple[str, list[dict]] | None:
+    """The served version and the namespace's ClientConfigs; None where LIST is forbidden."""
+    try:
+        return api.list_with_version(dest, ns)
+    except kube.ApiError as e:
+        if e.status != 403:
+            raise
+        return None
 
 
 def _plan(c: Completed, ctx: str, name: str, dest_state: _DestinationRead, progress: Progress) -> Registration:
@@ -788,6 +808,12 @@ def _decide(c: Completed, reg: Registration, dest: Destination) -> None:
     reg.secret = secret_manifest(reg.secret_name, ns, kc.dump(reg.kubeconfig_doc))
     reg.clientconfig = clientconfig_manifest(reg.name, ns, dest.version, reg.context_name, reg.secret_name,
                                              reg.token_source)
+    same_context = sorted(cc["metadata"]["name"] for cc in dest.others if api.context_of(cc) == reg.context_name)
+    if same_context:
+        raise UsageError(f"ClientConfig {ns}/{same_context[0]} in {c.dest_view.name} already names context "
+                         f"{reg.context_name!r}: with two, the operator picks either (and k8sctl uses neither); "
+                         f"delete it first (k8sctl clientconfig delete {same_context[0]}) to register this cluster "
+                         f"as {reg.name}, or give this one another --context-name")
     for kind, name, existing in (("Secret", reg.secret_name, dest.secret),
                                  ("ClientConfig", reg.name, dest.clientconfig)):
         if existing is not None and not is_managed(existing) and not c.opts.force:

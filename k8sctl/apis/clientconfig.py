@@ -60,6 +60,18 @@ def list_clientconfigs(client: kube.KubeClient, namespace: str) -> list[dict]:
     raise not_installed(client.context)
 
 
+def list_with_version(client: kube.KubeClient, namespace: str) -> tuple[str, list[dict]]:
+    """The served ClientConfig version and the ClientConfigs of `namespace`: one LIST where
+    v1beta1 is served."""
+    for version in VERSIONS:
+        try:
+            return version, client.list(resource(version), namespace)
+        except kube.NotFound:
+            continue  # this version is not served; try the older one
+    raise ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {client.context}: "
+                       f"install k8ssandra-operator in the destination cluster first")
+
+
 def get_with_version(client: kube.KubeClient, name: str, namespace: str,
                      known: str | None = None) -> tuple[str, dict | None]:
     """The served ClientConfig version and the object `name` (or None), in one GET when v1beta1 is served."""

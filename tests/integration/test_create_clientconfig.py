@@ -113,6 +113,24 @@ def test_rerun_is_a_noop_that_writes_nothing(cli, admins):
     cleanup(admins[0], "rerun")
 
 
+def test_a_context_already_registered_under_another_name_is_refused(cli, admins):
+    """Two ClientConfigs naming one context: the operator keeps either (a map by context name)
+    and k8sctl's client cache neither. The second is refused before anything is written."""
+    as_json(cli("-o", "json", "--name", "first-name"))
+    kube.STATS.reset()
+    r = cli("-o", "json", "--name", "second-name")
+    assert r.exit_code == 2
+    assert "ClientConfig k8ssandra-operator/first-name" in r.stderr and "already names context 'kind-k8ssandra-1'" \
+        in r.stderr and "--context-name" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert kube.STATS.writes == 2  # the verification's two reviews: nothing stored
+    assert admins[0].get_or_none(kube.SECRET, "second-name-config", OPERATOR_NS) is None
+    # Under its own context name it is another registration, and allowed.
+    doc = as_json(cli("-o", "json", "--name", "second-name", "--context-name", "second-context"))
+    assert actions(doc) == ["created", "created"]
+    cleanup(admins[0], "first-name")
+    cleanup(admins[0], "second-name")
+
+
 def test_token_request_and_rotation_update_in_place(cli, admins):
     as_json(cli("-o", "json", "--name", "rotate"))
     secret = admins[0].get(kube.SECRET, "rotate-config", OPERATOR_NS)
@@ -156,6 +174,7 @@ def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, a
     # These addresses are not on this machine: the credentials are checked through the source's own address.
     a = as_json(cli("-o", "json", "--name", "addr-a", "--output-dir", str(tmp_path / "a"), "--no-verify-server",
                     "--in-cluster-kubeconfig", str(in_cluster), src=2, in_cluster=False))
+    cleanup(admins[0], "addr-a")  # one ClientConfig per context (see the test of a second name)
     b = as_json(cli("-o", "json", "--name", "addr-b", "--output-dir", str(tmp_path / "b"), "--no-verify-server",
                     "--server", "https://[fd00::5]:6443", src=2))
     assert a["registrations"][0]["server"] == "https://172.18.0.3:6443"
@@ -170,7 +189,6 @@ def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, a
     assert a["registrations"][0]["identity"] == b["registrations"][0]["identity"] != None  # noqa: E711
     assert a["registrations"][0]["verifiedAt"] == sandbox.clusters[2].server
     assert any("--no-verify-server" in w for w in b["registrations"][0]["warnings"])
-    cleanup(admins[0], "addr-a")
     cleanup(admins[0], "addr-b")
 
 
