@@ -20,18 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from k8sctl import kube, reconcile
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.cache import ClientCache
-from k8sctl.cli import app
 from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret, superuser_secret
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
-from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
+from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -44,34 +41,20 @@ UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
-def invoke(*argv: str):
-    return CliRunner().invoke(app, list(argv))
-
-
-
-
 @pytest.fixture(scope="module")
 def op_sandbox(tmp_path_factory, control_plane_binaries):
-    why = operator.unavailable_reason()
-    if why:
-        pytest.skip(f"no private mount namespace for the operator here: {why}")
-    directory = tmp_path_factory.mktemp("fidelity-sandbox")
-    result = invoke("sandbox", "up", "--clusters", "4", "--operator", "--dir", str(directory))
-    try:
-        assert result.exit_code == 0, result.output
-        state = SandboxState.load(directory.resolve())
-        c0 = state.clusters[0]
+    """4 clusters, each registered with the operator (cluster 0 too: the upstream fixtures put a
+    datacenter in the control plane's own cluster)."""
+    with operator_sandbox(tmp_path_factory, 4, "fidelity-sandbox") as state:
+        directory, c0 = Path(state.directory), state.clusters[0]
         for c in state.clusters:  # each registration restarts the operator once
-            before = operator.wait_ready(directory.resolve(), timeout=60)
+            before = operator.wait_ready(directory, timeout=60)
             r = invoke("create-clientconfig", "--src-kubeconfig", c.kubeconfig, "--dest-kubeconfig", c0.kubeconfig,
                        "--in-cluster-kubeconfig", c.in_cluster_kubeconfig, "--allow-self",
                        "--output-dir", str(directory / "clientconfigs"))
             assert r.exit_code == 0, r.output
-            operator.wait_ready(directory.resolve(), timeout=60, after_runs=before["runs"])
+            operator.wait_ready(directory, timeout=60, after_runs=before["runs"])
         yield state
-    finally:
-        down = invoke("sandbox", "down", "--dir", str(directory))
-        assert down.exit_code == 0, down.output
 
 
 @pytest.fixture(scope="module")

@@ -15,16 +15,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as clientconfig_api
-from k8sctl.cli import app
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
-from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
+from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
@@ -32,23 +29,10 @@ UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
-def invoke(*argv: str):
-    return CliRunner().invoke(app, list(argv))
-
-
 @pytest.fixture(scope="module")
 def op_sandbox(tmp_path_factory, control_plane_binaries):
-    why = operator.unavailable_reason()
-    if why:
-        pytest.skip(f"no private mount namespace for the operator here: {why}")
-    directory = tmp_path_factory.mktemp("operator-sandbox")
-    result = invoke("sandbox", "up", "--clusters", "2", "--operator", "--dir", str(directory), "-o", "json")
-    try:
-        assert result.exit_code == 0, result.output
-        yield SandboxState.load(directory.resolve())
-    finally:
-        down = invoke("sandbox", "down", "--dir", str(directory))
-        assert down.exit_code == 0, down.output
+    with operator_sandbox(tmp_path_factory, 2, "operator-sandbox") as state:
+        yield state
 
 
 def admin(c) -> kube.KubeClient:
@@ -73,8 +57,6 @@ def status(op_sandbox) -> dict:
     r = invoke("sandbox", "status", "--dir", op_sandbox.directory, "-o", "json")
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)["operator"]
-
-
 
 
 def settle(op_sandbox, seconds: float = 5.0) -> dict:
