@@ -50,6 +50,7 @@ from typer.testing import CliRunner  # noqa: E402
 from k8sctl import kube  # noqa: E402
 from k8sctl import kubeconfig as kc  # noqa: E402
 from k8sctl.apis import clientconfig as clientconfig_api  # noqa: E402
+from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cli import app  # noqa: E402
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, toxiproxy  # noqa: E402
 
@@ -271,7 +272,7 @@ def bench_reconcile(state, admins, rtts: list[float], runs: int, set_rtt, plot: 
         done = clientconfigs.complete(opts, {})
         clientconfigs.validate(done)
         clientconfigs.run(done)
-    admins[0].apply(kube.K8SSANDRA_CLUSTER, k8ssandra_cluster("bench", contexts), force=True)
+    admins[0].apply(k8c.RESOURCE, k8ssandra_cluster("bench", contexts), force=True)
     args = ["reconcile", "bench", "--kubeconfig", control.kubeconfig, "-n", NS, "--no-gate", "-o", "json"]
     counted(args)  # creates the 20 datacenters
     print("\n### reconcile, no-op: 20 datacenters in 3 clusters (7, 7, 6)\n")

@@ -23,6 +23,8 @@ from typer.testing import CliRunner  # noqa: E402
 
 from k8sctl import kube  # noqa: E402
 from k8sctl import kubeconfig as kc  # noqa: E402
+from k8sctl.apis import cassandradatacenter as cdc  # noqa: E402
+from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cli import app  # noqa: E402
 from k8sctl.sandbox import operator  # noqa: E402
 
@@ -87,8 +89,8 @@ def main() -> None:
                            "storageClassName": "standard", "accessModes": ["ReadWriteOnce"],
                            "resources": {"requests": {"storage": "5Gi"}}}}}]}}}
             t0 = time.monotonic()
-            control.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
-            while data.get_or_none(kube.CASSANDRA_DATACENTER, "dc1", NS) is None:
+            control.apply(k8c.RESOURCE, doc, force=True)
+            while data.get_or_none(cdc.RESOURCE, "dc1", NS) is None:
                 time.sleep(0.05)
             print(f"K8ssandraCluster applied -> CassandraDatacenter in the data plane: {time.monotonic() - t0:.2f} s")
             control.close()

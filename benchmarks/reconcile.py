@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from k8sctl import clientconfigs, kube  # noqa: E402
 from k8sctl import kubeconfig as kc  # noqa: E402
+from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cache import ClientCache  # noqa: E402
 from k8sctl.reconcile import ReconcileOptions, run  # noqa: E402
 from k8sctl.sandbox import binaries, cluster, crds_and_identity  # noqa: E402
@@ -124,7 +125,7 @@ def crd_forms(bins: binaries.Binaries, rtts_ms: list[int], requests: Requests) -
                 requests.rtt = rtt / 1000
                 for form in forms:
                     name = f"demo-{form}-{rtt}"
-                    local.apply(kube.K8SSANDRA_CLUSTER, demo(name, [f"{form}-{n}" for n in (1, 2, 3)]), force=True)
+                    local.apply(k8c.RESOURCE, demo(name, [f"{form}-{n}" for n in (1, 2, 3)]), force=True)
                     for run_name in ("first run", "no-op run"):
                         requests.log.clear()
                         t0 = time.perf_counter()
@@ -183,7 +184,7 @@ def main() -> None:
             timing = {}
             for n, layout, contexts in runs:
                 name = f"b{n}-{len(timing)}"
-                local.apply(kube.K8SSANDRA_CLUSTER, k8ssandra_cluster(name, contexts), force=True)
+                local.apply(k8c.RESOURCE, k8ssandra_cluster(name, contexts), force=True)
                 first = measure(local, name, requests)
                 noop = measure(local, name, requests)
                 timing[layout] = (first[0], noop[0])

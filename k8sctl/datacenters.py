@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.apis.cassandradatacenter import API_VERSION, HASH_ANNOTATION, KIND, SKIP_USER_CREATION, canonical_hash
 from k8sctl.errors import UsageError
 
@@ -549,7 +550,7 @@ def superuser_secret(kc: dict, password: str) -> dict:
     # The operator's replication stamps it (on the source and each copy): written here, nothing to add.
     out["metadata"]["annotations"][HASH_ANNOTATION] = secret_data_hash(out["data"])
     if meta.get("uid"):
-        out["metadata"]["ownerReferences"] = [{"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
+        out["metadata"]["ownerReferences"] = [{"apiVersion": k8c.API_VERSION, "kind": k8c.KIND,
                                                "name": meta["name"], "uid": meta["uid"], "controller": True,
                                                "blockOwnerDeletion": True}]
     return out

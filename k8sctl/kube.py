@@ -102,12 +102,11 @@ SELF_SUBJECT_REVIEW = Resource("authentication.k8s.io", "v1", "selfsubjectreview
 SELF_SUBJECT_ACCESS_REVIEW = Resource(
     "authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False
 )
-CASSANDRA_DATACENTER = Resource("cassandra.datastax.com", "v1beta1", "cassandradatacenters", "CassandraDatacenter")
-K8SSANDRA_CLUSTER = Resource("k8ssandra.io", "v1alpha1", "k8ssandraclusters", "K8ssandraCluster")
 
 
+# Custom resources live in k8sctl.apis (each API's one home), which imports Resource from here.
 BUILTIN = {r.kind: r for r in (NAMESPACE, SECRET, CONFIGMAP, SERVICEACCOUNT, POD, ROLE, ROLEBINDING,
-                               CLUSTERROLE, CLUSTERROLEBINDING, CRD, CASSANDRA_DATACENTER, K8SSANDRA_CLUSTER)}
+                               CLUSTERROLE, CLUSTERROLEBINDING, CRD)}
 
 
 class ApiError(ClusterError):

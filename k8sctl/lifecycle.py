@@ -20,6 +20,7 @@ from pathlib import Path
 from k8sctl import durations, kube, redact, tokens, waiting
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.clientconfigs import MANAGED_BY, SA_NAME_ANNOTATION, SA_TOKEN_TYPE, is_managed, secret_manifest
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
 
@@ -188,7 +189,7 @@ def read_entries(client: kube.KubeClient, namespace: str, names: list[str] | Non
 def datacenters_by_context(client: kube.KubeClient, namespace: str) -> dict[str, list[str]]:
     """k8sContext -> the K8ssandraCluster datacenters naming it (`cluster/dc`), in `namespace`."""
     try:
-        clusters = client.list(kube.K8SSANDRA_CLUSTER, namespace)
+        clusters = client.list(k8c.RESOURCE, namespace)
     except kube.NotFound:
         return {}  # no K8ssandraCluster CRD: nothing can use a context
     out: dict[str, list[str]] = {}

@@ -26,6 +26,7 @@ import yaml
 
 from k8sctl import kube, redact
 from k8sctl.apis import cassandradatacenter as cdc
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.apis.cassandradatacenter import ready_state
 from k8sctl.cache import ClientCache
 from k8sctl.datacenters import (
@@ -323,7 +324,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         raise UsageError(f"--config-source must be one of {', '.join(cdc.CONFIG_SOURCES)}, not {opts.config_source!r}")
     local = cache.local()
     kc = k8ssandra_cluster() if k8ssandra_cluster is not None \
-        else local.get_or_none(kube.K8SSANDRA_CLUSTER, opts.name, opts.namespace)
+        else local.get_or_none(k8c.RESOURCE, opts.name, opts.namespace)
     if kc is None:
         raise UsageError(f"K8ssandraCluster {opts.namespace}/{opts.name} not found in {local.context}")
     # While the datacenters are built from the spec (CPU), the clients of the contexts it names are
@@ -813,5 +814,5 @@ def _update_status(local: kube.KubeClient, kc: dict, reports: list[DatacenterRep
                 entry["contextName"] = r.context
             datacenters[r.name] = entry
     meta = kc["metadata"]
-    local.request("PATCH", kube.K8SSANDRA_CLUSTER.path(meta["namespace"], meta["name"], "status"),
+    local.request("PATCH", k8c.RESOURCE.path(meta["namespace"], meta["name"], "status"),
                   {"status": {"datacenters": datacenters}}, content_type="application/merge-patch+json")

@@ -56,8 +56,8 @@ def reconcile(
 
     from rich.markup import escape
 
-    from k8sctl import kube
     from k8sctl import reconcile as rec
+    from k8sctl.apis import k8ssandracluster as k8c
     from k8sctl.cache import ClientCache
     from k8sctl.errors import UsageError
 
@@ -77,7 +77,7 @@ def reconcile(
     try:
         # The K8ssandraCluster is read while the ClientConfigs are listed: one round trip for both.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            cluster_doc = pool.submit(local.get_or_none, kube.K8SSANDRA_CLUSTER, name, ns)
+            cluster_doc = pool.submit(local.get_or_none, k8c.RESOURCE, name, ns)
             try:
                 cache = ClientCache.from_clientconfigs(local, clientconfig_namespace or ns)
             finally:

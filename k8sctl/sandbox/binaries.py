@@ -177,6 +177,43 @@ def _cached_etcd(cache_root: Path) -> Path | None:
     return next((p for p in sorted(cache_root.glob(f"kubernetes-*_etcd-{ETCD_VERSION}/etcd")) if _executable(p)), None)
 
 
+def build_once(target: Path, complete: Callable[[Path], bool], build: Callable[[Path, Path, Path], None],
+               progress: Callable[[str], None], waiting: str) -> bool:
+    """Build the cache folder `target` once; True if this call built it, False if it was there.
+
+    `complete(folder)` says whether a folder holds the whole build. Parallel callers (threads or
+    processes) are serialized by `<target's parent>/.build.lock` (`waiting` is said when another
+    holds it) and the check is repeated once the lock is taken. `build(work, out, log)` fills
+    the empty folder `out`, with `work` (not yet created) for sources and `log`
+    (`<parent>/build.log`, emptied) for its output; both live in a temporary folder that is
+    renamed to `target` only when `build` returned and `complete(out)` holds, so a failed or
+    interrupted build leaves no half-written cache behind."""
+    root = target.parent
+    if complete(target):
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".build.lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(waiting)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        if complete(target):
+            return False
+        log = root / "build.log"
+        log.write_text("")
+        with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
+            work, out = Path(tmp) / "src", Path(tmp) / "bin"
+            out.mkdir()
+            build(work, out, log)
+            if not complete(out):
+                raise SandboxError(f"the build did not produce everything {target.name} needs; read {log}")
+            if target.exists():
+                shutil.rmtree(target)
+            out.rename(target)
+    return True
+
+
 def build(cache_root: Path, progress: Callable[[str], None] = lambda s: None,
           kubernetes_version: str = KUBERNETES_VERSION) -> Path:
     """Build all three binaries of `kubernetes_version` into the cache (once; a lock serializes
@@ -191,47 +228,33 @@ def build(cache_root: Path, progress: Callable[[str], None] = lambda s: None,
             "or set KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver and kube-controller-manager"
         )
     target = cache_dir(cache_root, kubernetes_version)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    with open(cache_root / ".build.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another k8sctl that is building the same binaries into {target}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if all(_executable(target / n) for n in NAMES):
-            return target
-        log = cache_root / "build.log"
-        log.write_text("")
+
+    def go_build(work: Path, out: Path, log: Path) -> None:
         progress(f"first run: building the control plane from Go modules into {target} "
                  f"(about 7 minutes on 2 cores, once); log: {log}")
-        # Build into a temporary folder and rename at the end, so an interrupted
-        # build never leaves a half-written cache behind.
-        with tempfile.TemporaryDirectory(dir=cache_root, prefix=".build-") as tmp:
-            work, out = Path(tmp) / "src", Path(tmp) / "bin"
-            out.mkdir()
-            etcd = _cached_etcd(cache_root)
-            if etcd is not None:
-                progress(f"etcd {ETCD_VERSION}: copied from {etcd.parent.name} (step 1 of 2)")
-                shutil.copy2(etcd, out / "etcd")
-            else:
-                progress(f"go build etcd {ETCD_VERSION} (step 1 of 2)")
-                _go_build("etcd", ["go.etcd.io/etcd/server/v3"], str(out / "etcd"), work, ["-ldflags", "-s -w"], log,
-                          progress)
-            progress(f"go build kube-apiserver and kube-controller-manager {kubernetes_version} (step 2 of 2)")
-            _go_build(
-                gomod.name,
-                ["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"],
-                str(out) + "/", work,
-                ["-tags=selinux,notest", "-ldflags", f"-s -w {_version_ldflags(kubernetes_version)}"],
-                log, progress,
-            )
-            missing = [n for n in NAMES if not _executable(out / n)]
-            if missing:
-                raise SandboxError(f"go build did not produce {', '.join(missing)}; read {log}")
-            if target.exists():
-                shutil.rmtree(target)
-            out.rename(target)
-            progress(f"built {', '.join(NAMES)} ({disk_usage(target) // 2**20} MB) into {target}")
+        etcd = _cached_etcd(cache_root)
+        if etcd is not None:
+            progress(f"etcd {ETCD_VERSION}: copied from {etcd.parent.name} (step 1 of 2)")
+            shutil.copy2(etcd, out / "etcd")
+        else:
+            progress(f"go build etcd {ETCD_VERSION} (step 1 of 2)")
+            _go_build("etcd", ["go.etcd.io/etcd/server/v3"], str(out / "etcd"), work, ["-ldflags", "-s -w"], log,
+                      progress)
+        progress(f"go build kube-apiserver and kube-controller-manager {kubernetes_version} (step 2 of 2)")
+        _go_build(
+            gomod.name,
+            ["k8s.io/kubernetes/cmd/kube-apiserver", "k8s.io/kubernetes/cmd/kube-controller-manager"],
+            str(out) + "/", work,
+            ["-tags=selinux,notest", "-ldflags", f"-s -w {_version_ldflags(kubernetes_version)}"],
+            log, progress,
+        )
+        missing = [n for n in NAMES if not _executable(out / n)]
+        if missing:
+            raise SandboxError(f"go build did not produce {', '.join(missing)}; read {log}")
+
+    if build_once(target, lambda d: all(_executable(d / n) for n in NAMES), go_build, progress,
+                  waiting=f"waiting for another k8sctl that is building the same binaries into {target}"):
+        progress(f"built {', '.join(NAMES)} ({disk_usage(target) // 2**20} MB) into {target}")
     return target
 
 

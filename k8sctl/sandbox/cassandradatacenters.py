@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from k8sctl import kube
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis.cassandradatacenter import ready_state, ready_status  # the API's home for its status rules
 from k8sctl.sandbox.cluster import admin_clients
 
-_ALL_DATACENTERS = "/apis/cassandra.datastax.com/v1beta1/cassandradatacenters"  # every namespace
+_ALL_DATACENTERS = f"/apis/{cdc.API_VERSION}/{cdc.RESOURCE.plural}"  # every namespace
 
 
 def list_datacenters(directory: Path) -> list[dict]:
@@ -30,7 +30,7 @@ def mark_ready(directory: Path) -> list[str]:
             if ready_state(dc)[0]:
                 continue
             meta = dc["metadata"]
-            client.request("PATCH", kube.CASSANDRA_DATACENTER.path(meta["namespace"], meta["name"], "status"),
+            client.request("PATCH", cdc.RESOURCE.path(meta["namespace"], meta["name"], "status"),
                            {"status": ready_status(dc)}, content_type="application/merge-patch+json")
             done.append(f"{c.context}: {meta['namespace']}/{meta['name']} marked Ready (standing in for cass-operator)")
     return done

@@ -6,9 +6,14 @@ from pathlib import Path
 import yaml
 
 from k8sctl import kube
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.errors import UsageError
 from k8sctl.sandbox.cluster import admin_clients
+
+# What `sandbox apply` applies by kind (ClientConfig by its apiVersion: two versions are served).
+KINDS = {**kube.BUILTIN, cdc.KIND: cdc.RESOURCE, k8c.KIND: k8c.RESOURCE}
 
 
 def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
@@ -23,9 +28,9 @@ def _resource(doc: object, filename: Path, index: int) -> kube.Resource:
     kind = doc.get("kind", "")
     if kind == "ClientConfig":
         return clientconfig_api.resource(str(doc.get("apiVersion", "/v1beta1")).split("/")[-1])
-    if kind not in kube.BUILTIN:
+    if kind not in KINDS:
         raise UsageError(f"{where}: kind {kind!r} is not one the sandbox applies")
-    return kube.BUILTIN[kind]
+    return KINDS[kind]
 
 
 def apply_file(directory: Path, context: str, filename: Path, namespace: str) -> list[str]:

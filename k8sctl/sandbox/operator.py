@@ -18,7 +18,6 @@ Layout of DIR/operator/:
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import http.client
 import json
@@ -95,48 +94,26 @@ def build(source: Path, root: Path | None = None,
           progress: Callable[[str], None] = lambda s: None) -> tuple[Path, bool]:
     """The manager built from `source` (once per source hash); returns (path, built now)."""
     root = root or cache_root()
-    digest = source_hash(source, _go_version())[:16]
-    target = root / digest
+    target = root / source_hash(source, _go_version())[:16]
     manager = target / "manager"
-    if manager.is_file():
-        return manager, False
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as lock:
-        if _locked(lock):
-            progress("waiting for another build of the operator")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if manager.is_file():
-            return manager, False
-        log = root / "build.log"
-        # Build from a copy in a temporary folder, renamed at the end: an interrupted build
-        # leaves no half-written cache, and the source tree is only read.
-        with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
-            work, out = Path(tmp) / "src", Path(tmp) / "out"
-            shutil.copytree(source, work, ignore=shutil.ignore_patterns(".*"))
-            out.mkdir()
-            cmd = ["go", "build", "-trimpath", "-mod=readonly", "-ldflags", "-s -w", "-o", str(out / "manager"), "."]
-            progress("building the k8ssandra-operator manager (go build; minutes when cold)")
-            with open(log, "wb") as logf:
-                logf.write(("$ CGO_ENABLED=0 " + " ".join(cmd) + f"\n# source {source}\n").encode())
-                logf.flush()
-                # Its own process group: on Ctrl-C or SIGTERM go and its compilers stop together.
-                rc = interrupts.run_in_own_group(cmd, work, dict(os.environ, CGO_ENABLED="0"), logf)
-            if rc != 0 or not (out / "manager").is_file():
-                raise SandboxError(f"building the k8ssandra-operator manager failed (go build exit {rc}); read {log}")
-            (out / "SOURCE").write_text(f"{source}\n")
-            if target.exists():
-                shutil.rmtree(target)
-            out.rename(target)
-    return manager, True
 
+    def go_build(work: Path, out: Path, log: Path) -> None:
+        # Build from a copy (the source tree is only read).
+        shutil.copytree(source, work, ignore=shutil.ignore_patterns(".*"))
+        cmd = ["go", "build", "-trimpath", "-mod=readonly", "-ldflags", "-s -w", "-o", str(out / "manager"), "."]
+        progress("building the k8ssandra-operator manager (go build; minutes when cold)")
+        with open(log, "wb") as logf:
+            logf.write(("$ CGO_ENABLED=0 " + " ".join(cmd) + f"\n# source {source}\n").encode())
+            logf.flush()
+            # Its own process group: on Ctrl-C or SIGTERM go and its compilers stop together.
+            rc = interrupts.run_in_own_group(cmd, work, dict(os.environ, CGO_ENABLED="0"), logf)
+        if rc != 0 or not (out / "manager").is_file():
+            raise SandboxError(f"building the k8ssandra-operator manager failed (go build exit {rc}); read {log}")
+        (out / "SOURCE").write_text(f"{source}\n")
 
-def _locked(lock) -> bool:
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    fcntl.flock(lock, fcntl.LOCK_UN)
-    return False
+    built = binaries.build_once(target, lambda d: (d / "manager").is_file(), go_build, progress,
+                                waiting="waiting for another build of the operator")
+    return manager, built
 
 
 # ---------------------------------------------------------------------------- what it needs on each cluster

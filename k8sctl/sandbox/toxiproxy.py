@@ -8,16 +8,14 @@ certificates cover 127.0.0.1, which is where the proxies listen. Tests and bench
 remove faults through `Api` (toxiproxy's HTTP API, loopback only).
 
 The server is built once from the Go module proxy (`gomod/toxiproxy/`) into
-`<cache>/toxiproxy/toxiproxy-<version>/toxiproxy-server`, like the control plane: a lock, a
-temporary folder, a rename.
+`<cache>/toxiproxy/toxiproxy-<version>/toxiproxy-server`, like the control plane
+(`binaries.build_once`: a lock, a temporary folder, a rename).
 """
 from __future__ import annotations
 
-import fcntl
 import http.client
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,37 +41,24 @@ def cached_binary(root: Path | None = None) -> Path:
 
 def ensure(progress: Callable[[str], None] = lambda s: None, root: Path | None = None) -> Path:
     """The toxiproxy server binary: cached, or built once (a lock serializes parallel callers)."""
-    root = root or cache_root()
     target = cached_binary(root)
     if binaries._executable(target):
         return target
     if shutil.which("go") is None:
         raise SandboxError("Go is not installed: install Go >= 1.26 to build toxiproxy for --rtt/--proxy")
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".build.lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            progress(f"waiting for another k8sctl that is building toxiproxy into {target.parent}")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if binaries._executable(target):
-            return target
-        log = root / "build.log"
-        log.write_text("")
+
+    def go_build(work: Path, out: Path, log: Path) -> None:
         progress(f"first run: building toxiproxy {VERSION} from Go modules into {target.parent} "
                  f"(under a minute, once); log: {log}")
-        with tempfile.TemporaryDirectory(dir=root, prefix=".build-") as tmp:
-            work, out = Path(tmp) / "src", Path(tmp) / "bin"
-            out.mkdir()
-            progress(f"go build toxiproxy-server {VERSION} (step 1 of 1)")
-            binaries._go_build("toxiproxy", [f"{MODULE}/cmd/server"], str(out / BINARY), work,
-                               ["-ldflags", "-s -w"], log, progress)
-            if not binaries._executable(out / BINARY):
-                raise SandboxError(f"go build did not produce {BINARY}; read {log}")
-            if target.parent.exists():
-                shutil.rmtree(target.parent)
-            out.rename(target.parent)
-            progress(f"built toxiproxy-server ({binaries.disk_usage(target) // 2**20} MB) into {target.parent}")
+        progress(f"go build toxiproxy-server {VERSION} (step 1 of 1)")
+        binaries._go_build("toxiproxy", [f"{MODULE}/cmd/server"], str(out / BINARY), work,
+                           ["-ldflags", "-s -w"], log, progress)
+        if not binaries._executable(out / BINARY):
+            raise SandboxError(f"go build did not produce {BINARY}; read {log}")
+
+    if binaries.build_once(target.parent, lambda d: binaries._executable(d / BINARY), go_build, progress,
+                           waiting=f"waiting for another k8sctl that is building toxiproxy into {target.parent}"):
+        progress(f"built toxiproxy-server ({binaries.disk_usage(target) // 2**20} MB) into {target.parent}")
     return target
 
 

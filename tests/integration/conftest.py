@@ -16,18 +16,22 @@ every other test sees.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from k8sctl import kube, waiting
 from k8sctl import kubeconfig as kc
+from k8sctl.cli import app
 from k8sctl.sandbox import binaries, cluster, crds_and_identity, operator
 from tests import leakguard
 
@@ -38,15 +42,39 @@ NEEDS_OPERATOR_SOURCE = pytest.mark.skipif(
            f"(pass it to `sandbox up --operator-source`; see ../shared/upstream/README.md)")
 PREPARED = [0, 1, 2, 3]
 
+BARE = 4
+V1ALPHA1 = 5
+UNPATCHED = 6
+CLUSTERS = 7
+
 
 def wait_for(what: str, fn, timeout: float = 90.0):
     """fn()'s first truthy value, polled; fails the test when none comes within `timeout` seconds."""
     return waiting.until(lambda: fn() or None, timeout=timeout, interval=0.2,
                          message=f"{what} not seen within {timeout:.0f}s")
-BARE = 4
-V1ALPHA1 = 5
-UNPATCHED = 6
-CLUSTERS = 7
+
+
+def invoke(*argv: str):
+    """k8sctl `argv` in this process (typer's CliRunner)."""
+    return CliRunner().invoke(app, list(argv))
+
+
+@contextlib.contextmanager
+def operator_sandbox(tmp_path_factory, clusters: int, name: str) -> Iterator[cluster.SandboxState]:
+    """`sandbox up --operator` with `clusters` clusters (0 the control plane), down afterwards.
+    Skips where the operator cannot have its private mount namespace. For a module-scoped
+    fixture: one sandbox with the real operator per machine (its webhook port is fixed)."""
+    why = operator.unavailable_reason()
+    if why:
+        pytest.skip(f"no private mount namespace for the operator here: {why}")
+    directory = tmp_path_factory.mktemp(name)
+    result = invoke("sandbox", "up", "--clusters", str(clusters), "--operator", "--dir", str(directory), "-o", "json")
+    try:
+        assert result.exit_code == 0, result.output
+        yield cluster.SandboxState.load(directory.resolve())
+    finally:
+        down = invoke("sandbox", "down", "--dir", str(directory))
+        assert down.exit_code == 0, down.output
 
 
 @pytest.fixture(scope="session")

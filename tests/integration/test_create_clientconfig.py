@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
@@ -90,7 +91,7 @@ def test_full_flow_with_legacy_token_secret(cli, sandbox, admins, tmp_path):
     # What the operator will do: build a client from the Secret and talk to the data plane as its SA.
     op = kube.KubeClient(stored, cc["spec"]["contextName"])
     assert op.whoami() == "system:serviceaccount:k8ssandra-operator:k8ssandra-operator"
-    assert isinstance(op.list(kube.CASSANDRA_DATACENTER, OPERATOR_NS), list)  # allowed: no 403
+    assert isinstance(op.list(cdc.RESOURCE, OPERATOR_NS), list)  # allowed: no 403
 
     files = {p.name: p for p in out.iterdir()}
     assert set(files) == {"legacy-flow.kubeconfig", "legacy-flow-secret.yaml", "legacy-flow-clientconfig.yaml"}
@@ -162,7 +163,7 @@ def test_token_request_and_rotation_update_in_place(cli, admins):
     assert after["metadata"]["uid"] == uid and after["metadata"]["resourceVersion"] != rv
     stored = yaml.safe_load(base64.b64decode(after["data"]["kubeconfig"]))
     op = kube.KubeClient(stored, "kind-k8ssandra-1")
-    assert isinstance(op.list(kube.CASSANDRA_DATACENTER, OPERATOR_NS), list)  # allowed: no 403
+    assert isinstance(op.list(cdc.RESOURCE, OPERATOR_NS), list)  # allowed: no 403
     cleanup(admins[0], "rotate")
 
 

@@ -21,6 +21,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl import reconcile as rec
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
 from k8sctl.errors import ClusterError
 from k8sctl.sandbox import cluster, crds_and_identity, toxiproxy
@@ -131,7 +132,7 @@ def test_a_reset_on_the_first_request_to_each_cluster_is_retried(net, admins, mo
 
             clientconfigs.run(options(net, 2))  # no fault: the second data plane
             doc = demo_cluster("reset", sizes=(1, 1), contexts=(c1, c2))
-            admins[0].apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+            admins[0].apply(k8c.RESOURCE, doc, force=True)
             # reconcile: the control plane and both data planes reset once.
             hook.resets.clear()
             hook.arm([c0, c1, c2])
@@ -148,7 +149,7 @@ def test_a_reset_on_the_first_request_to_each_cluster_is_retried(net, admins, mo
             except kube.NotFound:
                 pass
         try:
-            admins[0].delete(kube.K8SSANDRA_CLUSTER, "reset", NS)
+            admins[0].delete(k8c.RESOURCE, "reset", NS)
         except kube.NotFound:
             pass
         unregister(admins, c1)
@@ -192,7 +193,7 @@ def test_two_seconds_of_latency_on_one_cluster_slow_only_that_cluster(net, admin
     try:
         for i in (1, 2, 3):
             clientconfigs.run(options(net, i))
-        admins[0].apply(kube.K8SSANDRA_CLUSTER, demo_cluster("slow", sizes=(1, 1, 1), contexts=contexts), force=True)
+        admins[0].apply(k8c.RESOURCE, demo_cluster("slow", sizes=(1, 1, 1), contexts=contexts), force=True)
         assert [r.action for r in _reconcile(net, "slow", gate=False).datacenters] == ["created"] * 3
         with Faults(net) as faults:
             faults.latency(contexts[2], 2000)  # on every answer of cluster 3
@@ -213,7 +214,7 @@ def test_two_seconds_of_latency_on_one_cluster_slow_only_that_cluster(net, admin
                 pass
             unregister(admins, ctx)
         try:
-            admins[0].delete(kube.K8SSANDRA_CLUSTER, "slow", NS)
+            admins[0].delete(k8c.RESOURCE, "slow", NS)
         except kube.NotFound:
             pass
 

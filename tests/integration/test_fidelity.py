@@ -20,18 +20,16 @@ from typing import Any
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from k8sctl import kube, reconcile
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
-from k8sctl.cli import app
 from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret, superuser_secret
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
-from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
+from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -44,34 +42,20 @@ UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
-def invoke(*argv: str):
-    return CliRunner().invoke(app, list(argv))
-
-
-
-
 @pytest.fixture(scope="module")
 def op_sandbox(tmp_path_factory, control_plane_binaries):
-    why = operator.unavailable_reason()
-    if why:
-        pytest.skip(f"no private mount namespace for the operator here: {why}")
-    directory = tmp_path_factory.mktemp("fidelity-sandbox")
-    result = invoke("sandbox", "up", "--clusters", "4", "--operator", "--dir", str(directory))
-    try:
-        assert result.exit_code == 0, result.output
-        state = SandboxState.load(directory.resolve())
-        c0 = state.clusters[0]
+    """4 clusters, each registered with the operator (cluster 0 too: the upstream fixtures put a
+    datacenter in the control plane's own cluster)."""
+    with operator_sandbox(tmp_path_factory, 4, "fidelity-sandbox") as state:
+        directory, c0 = Path(state.directory), state.clusters[0]
         for c in state.clusters:  # each registration restarts the operator once
-            before = operator.wait_ready(directory.resolve(), timeout=60)
+            before = operator.wait_ready(directory, timeout=60)
             r = invoke("create-clientconfig", "--src-kubeconfig", c.kubeconfig, "--dest-kubeconfig", c0.kubeconfig,
                        "--in-cluster-kubeconfig", c.in_cluster_kubeconfig, "--allow-self",
                        "--output-dir", str(directory / "clientconfigs"))
             assert r.exit_code == 0, r.output
-            operator.wait_ready(directory.resolve(), timeout=60, after_runs=before["runs"])
+            operator.wait_ready(directory, timeout=60, after_runs=before["runs"])
         yield state
-    finally:
-        down = invoke("sandbox", "down", "--dir", str(directory))
-        assert down.exit_code == 0, down.output
 
 
 @pytest.fixture(scope="module")
@@ -140,19 +124,19 @@ def operator_side(op_sandbox, clients, doc: dict) -> dict:
     context = first.get("k8sContext") or op_sandbox.clusters[0].context
     remote, control = clients[context], clients[op_sandbox.clusters[0].context]
     name, dc_name = doc["metadata"]["name"], first["metadata"]["name"]
-    control.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+    control.apply(k8c.RESOURCE, doc, force=True)
     # It waits for its superuser Secret's replication first (a requeue of up to about 10 s).
-    dc = wait_for(f"the operator's {dc_name}", lambda: remote.get_or_none(kube.CASSANDRA_DATACENTER, dc_name, NS))
+    dc = wait_for(f"the operator's {dc_name}", lambda: remote.get_or_none(cdc.RESOURCE, dc_name, NS))
     # cass-operator does not run here: mark-ready stands in for it, and the operator's gate opens.
     assert any(f"{dc_name} marked Ready" in line for line in cassandradatacenters.mark_ready(Path(op_sandbox.directory)))
 
     def ready_in_status():
-        status = control.get(kube.K8SSANDRA_CLUSTER, name, NS).get("status") or {}
+        status = control.get(k8c.RESOURCE, name, NS).get("status") or {}
         conds = (((status.get("datacenters") or {}).get(dc_name) or {}).get("cassandra") or {}).get("conditions")
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conds or [])
 
     wait_for(f"the operator to record {dc_name} Ready", ready_in_status)
-    dc = remote.get(kube.CASSANDRA_DATACENTER, dc_name, NS)
+    dc = remote.get(cdc.RESOURCE, dc_name, NS)
     volume = next(v for v in dc["spec"]["storageConfig"]["additionalVolumes"] if v["name"] == METRICS_AGENT_VOLUME)
     return {
         "context": first.get("k8sContext") or "",
@@ -173,12 +157,12 @@ def k8sctl_side(op_sandbox, clients, name: str, theirs: dict) -> tuple[reconcile
     finally:
         cache.close()
     report = result.datacenters[0]
-    k8c = control.get(kube.K8SSANDRA_CLUSTER, name, NS)
+    cluster_doc = control.get(k8c.RESOURCE, name, NS)
     source = theirs["control-plane superuser Secret"]
     if theirs["superuser Secret"]["metadata"]["uid"] != source["metadata"]["uid"]:
-        secret = replicated_superuser_secret(source, k8c, report.namespace)
+        secret = replicated_superuser_secret(source, cluster_doc, report.namespace)
     else:  # the datacenter runs beside the K8ssandraCluster: the control plane's own, with the operator's password
-        secret = superuser_secret(k8c, base64.b64decode(source["data"]["password"]).decode())
+        secret = superuser_secret(cluster_doc, base64.b64decode(source["data"]["password"]).decode())
     return report, result, secret
 
 
@@ -187,10 +171,10 @@ def delete(op_sandbox, clients, doc: dict) -> None:
     control = clients[op_sandbox.clusters[0].context]
     first = doc["spec"]["cassandra"]["datacenters"][0]
     remote = clients[first.get("k8sContext") or op_sandbox.clusters[0].context]
-    control.delete(kube.K8SSANDRA_CLUSTER, doc["metadata"]["name"], NS)
+    control.delete(k8c.RESOURCE, doc["metadata"]["name"], NS)
     wait_for("the K8ssandraCluster and its datacenter gone", lambda: (
-        control.get_or_none(kube.K8SSANDRA_CLUSTER, doc["metadata"]["name"], NS) is None
-        and remote.get_or_none(kube.CASSANDRA_DATACENTER, first["metadata"]["name"], NS) is None))
+        control.get_or_none(k8c.RESOURCE, doc["metadata"]["name"], NS) is None
+        and remote.get_or_none(cdc.RESOURCE, first["metadata"]["name"], NS) is None))
 
 
 @pytest.mark.parametrize("sample", ACCEPTED)
@@ -226,15 +210,15 @@ def test_a_sample_both_refuse(op_sandbox, clients):
     datacenter; k8sctl refuses it before writing anything, with the same reason."""
     doc = load("k8ssandracluster-docs-multi-cluster.yaml")
     control = clients[op_sandbox.clusters[0].context]
-    control.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+    control.apply(k8c.RESOURCE, doc, force=True)
     try:
         def operator_error():
-            error = (control.get(kube.K8SSANDRA_CLUSTER, "demo", NS).get("status") or {}).get("error")
+            error = (control.get(k8c.RESOURCE, "demo", NS).get("status") or {}).get("error")
             return error if error not in (None, "None") else None  # "None" is its word for no error
 
         error = wait_for("the operator's error", operator_error)
         assert "new metrics endpoint is only available since Cassandra 3.11.13/4.0.4, so MCAC cannot be disabled" in error
-        assert clients["kind-k8ssandra-1"].get_or_none(kube.CASSANDRA_DATACENTER, "dc1", NS) is None
+        assert clients["kind-k8ssandra-1"].get_or_none(cdc.RESOURCE, "dc1", NS) is None
         r = invoke("reconcile", "demo", "--kubeconfig", op_sandbox.clusters[0].kubeconfig, "-n", NS, "--dry-run")
         assert r.exit_code == 2, r.output
         assert "new metrics endpoint is only available since Cassandra 3.11.13/4.0.4, so MCAC cannot be disabled" in r.stderr
@@ -257,26 +241,26 @@ def test_unpatched_crd_the_operator_is_refused_and_k8sctl_auto_succeeds(op_sandb
                    "resources": {"requests": {"storage": "5Gi"}}}}}]}}}
     control = clients[op_sandbox.clusters[0].context]
     offset = log.stat().st_size
-    control.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+    control.apply(k8c.RESOURCE, doc, force=True)
     try:
         def refusal():
             text = log.read_bytes()[offset:].decode(errors="replace")
             return [line for line in text.splitlines() if "dc9" in line and "must be of type byte" in line]
 
         assert "spec.config" in wait_for("the operator's refusal on the unpatched CRD", refusal)[0]
-        assert data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc9", NS) is None
+        assert data_plane.get_or_none(cdc.RESOURCE, "dc9", NS) is None
 
         r = invoke("reconcile", "unpatched", "--kubeconfig", op_sandbox.clusters[0].kubeconfig, "-n", NS,
                    "--config-source", "auto", "-o", "json")
         assert r.exit_code == 0, r.output
-        dc = data_plane.get(kube.CASSANDRA_DATACENTER, "dc9", NS)
+        dc = data_plane.get(cdc.RESOURCE, "dc9", NS)
         assert "config" not in dc["spec"] and dc["spec"]["configSecret"] == cdc.config_secret_name("unpatched", "dc9")
         assert data_plane.get(kube.SECRET, dc["spec"]["configSecret"], NS)["data"][cdc.CONFIG_SECRET_KEY]
     finally:
-        control.delete(kube.K8SSANDRA_CLUSTER, "unpatched", NS)
+        control.delete(k8c.RESOURCE, "unpatched", NS)
         try:  # k8sctl's datacenter has no finalizer: the operator may have removed it already
-            data_plane.delete(kube.CASSANDRA_DATACENTER, "dc9", NS)
+            data_plane.delete(cdc.RESOURCE, "dc9", NS)
         except kube.NotFound:
             pass
-        wait_for("dc9 gone", lambda: data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc9", NS) is None)
+        wait_for("dc9 gone", lambda: data_plane.get_or_none(cdc.RESOURCE, "dc9", NS) is None)
         crds_and_identity.install_crds(data_plane, patched)

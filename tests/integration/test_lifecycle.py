@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from k8sctl import kube, redact
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
 from k8sctl.sandbox import crds_and_identity
@@ -323,7 +324,7 @@ def one_dc_cluster(name: str, ns: str, context: str) -> dict:
 
 def test_delete_is_refused_while_used_and_keeps_secrets_k8sctl_does_not_manage(env):
     env.create("del")
-    env.dest.apply(kube.K8SSANDRA_CLUSTER, one_dc_cluster("demo", env.ns, "ctx-del"), force=True)
+    env.dest.apply(k8c.RESOURCE, one_dc_cluster("demo", env.ns, "ctx-del"), force=True)
     r = env.k8sctl("clientconfig", "delete", "del")
     assert r.exit_code == 2 and "demo/dc1" in r.output and "--force" in r.output, r.output
     assert env.dest.get_or_none(CC, "del", env.ns) is not None

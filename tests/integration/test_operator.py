@@ -15,16 +15,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
-from k8sctl.cli import app
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
-from k8sctl.sandbox.cluster import SandboxState
 
-from .conftest import NEEDS_OPERATOR_SOURCE, wait_for
+from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
@@ -32,23 +31,10 @@ UNPATCHED_DC_CRD = crds_and_identity.CASSANDRADATACENTER_CRDS["unpatched"]
 pytestmark = [pytest.mark.integration, NEEDS_OPERATOR_SOURCE]
 
 
-def invoke(*argv: str):
-    return CliRunner().invoke(app, list(argv))
-
-
 @pytest.fixture(scope="module")
 def op_sandbox(tmp_path_factory, control_plane_binaries):
-    why = operator.unavailable_reason()
-    if why:
-        pytest.skip(f"no private mount namespace for the operator here: {why}")
-    directory = tmp_path_factory.mktemp("operator-sandbox")
-    result = invoke("sandbox", "up", "--clusters", "2", "--operator", "--dir", str(directory), "-o", "json")
-    try:
-        assert result.exit_code == 0, result.output
-        yield SandboxState.load(directory.resolve())
-    finally:
-        down = invoke("sandbox", "down", "--dir", str(directory))
-        assert down.exit_code == 0, down.output
+    with operator_sandbox(tmp_path_factory, 2, "operator-sandbox") as state:
+        yield state
 
 
 def admin(c) -> kube.KubeClient:
@@ -73,8 +59,6 @@ def status(op_sandbox) -> dict:
     r = invoke("sandbox", "status", "--dir", op_sandbox.directory, "-o", "json")
     assert r.exit_code == 0, r.output
     return json.loads(r.stdout)["operator"]
-
-
 
 
 def settle(op_sandbox, seconds: float = 5.0) -> dict:
@@ -206,9 +190,9 @@ def test_rotation_restarts_it_exactly_once(op_sandbox, control, tmp_path):
 def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, control, data_plane, tmp_path):
     registered(op_sandbox, tmp_path)
     context = op_sandbox.clusters[1].context
-    control.apply(kube.K8SSANDRA_CLUSTER, k8ssandracluster("op-demo", "dc1", context), force=True)
+    control.apply(k8c.RESOURCE, k8ssandracluster("op-demo", "dc1", context), force=True)
     dc = wait_for("CassandraDatacenter dc1 in the data plane",
-                  lambda: data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc1", NS))
+                  lambda: data_plane.get_or_none(cdc.RESOURCE, "dc1", NS))
     assert dc["spec"]["clusterName"] == "op-demo"
     assert dc["metadata"]["labels"]["k8ssandra.io/cluster-name"] == "op-demo"
     assert "k8ssandra.io/resource-hash" in dc["metadata"]["annotations"]
@@ -217,14 +201,14 @@ def test_k8ssandracluster_gives_a_datacenter_in_the_data_plane(op_sandbox, contr
     assert any("dc1 marked Ready" in line for line in marked)
 
     def dc_ready_in_status():
-        kc_status = control.get(kube.K8SSANDRA_CLUSTER, "op-demo", NS).get("status") or {}
+        kc_status = control.get(k8c.RESOURCE, "op-demo", NS).get("status") or {}
         conds = (((kc_status.get("datacenters") or {}).get("dc1") or {}).get("cassandra") or {}).get("conditions") or []
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
 
     wait_for("the operator to record dc1 Ready in the K8ssandraCluster's status", dc_ready_in_status)
     # Past the gate it wants Cassandra pods (to set replication): none run here, so it stops there.
     wait_for("the operator's next step", lambda: "no pods in READY state found in datacenter dc1"
-             in (control.get(kube.K8SSANDRA_CLUSTER, "op-demo", NS).get("status") or {}).get("error", ""))
+             in (control.get(k8c.RESOURCE, "op-demo", NS).get("status") or {}).get("error", ""))
 
 
 def test_no_token_in_logs_or_arguments(op_sandbox, control, data_plane):
@@ -241,8 +225,8 @@ def test_no_token_in_logs_or_arguments(op_sandbox, control, data_plane):
 
 def test_webhook_refuses_an_unknown_context(op_sandbox, control):
     with pytest.raises(kube.ApiError, match="vk8ssandracluster.kb.io"):
-        control.apply(kube.K8SSANDRA_CLUSTER, k8ssandracluster("op-bad", "dc9", "kind-nowhere"), force=True)
-    assert control.get_or_none(kube.K8SSANDRA_CLUSTER, "op-bad", NS) is None
+        control.apply(k8c.RESOURCE, k8ssandracluster("op-bad", "dc9", "kind-nowhere"), force=True)
+    assert control.get_or_none(k8c.RESOURCE, "op-bad", NS) is None
 
 
 def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, control, data_plane, tmp_path):
@@ -256,7 +240,7 @@ def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, c
     try:
         log = Path(op_sandbox.directory) / "logs" / "operator.log"
         offset = log.stat().st_size
-        control.apply(kube.K8SSANDRA_CLUSTER, k8ssandracluster("op-unpatched", "dc2", op_sandbox.clusters[1].context),
+        control.apply(k8c.RESOURCE, k8ssandracluster("op-unpatched", "dc2", op_sandbox.clusters[1].context),
                       force=True)
 
         def refusal():
@@ -265,9 +249,9 @@ def test_unpatched_datacenter_crd_refuses_the_operators_datacenter(op_sandbox, c
 
         lines = wait_for("the operator's refusal on the unpatched CRD", refusal)
         assert "CassandraDatacenter" in lines[0] and "spec.config" in lines[0]
-        assert data_plane.get_or_none(kube.CASSANDRA_DATACENTER, "dc2", NS) is None
+        assert data_plane.get_or_none(cdc.RESOURCE, "dc2", NS) is None
     finally:
-        control.delete(kube.K8SSANDRA_CLUSTER, "op-unpatched", NS)
+        control.delete(k8c.RESOURCE, "op-unpatched", NS)
         crds_and_identity.install_crds(data_plane, [d for d in patched if d["spec"]["group"] == "cassandra.datastax.com"])
 
 

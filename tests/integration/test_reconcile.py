@@ -20,6 +20,7 @@ from k8sctl import clientconfigs, kube
 from k8sctl import reconcile as rec
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
 from k8sctl.cli import app
 from k8sctl.datacenters import HASH_ANNOTATION, build_datacenters
@@ -125,7 +126,7 @@ def demo_cluster(prefix: str, sizes=(3, 3, 3), contexts=("kind-k8ssandra-1", "ki
 
 
 def apply_cluster(admins, doc: dict) -> None:
-    admins[0].apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+    admins[0].apply(k8c.RESOURCE, doc, force=True)
 
 
 def mark_ready(admins, index: int, name: str) -> None:
@@ -180,7 +181,7 @@ def prefix(request):
 def remove_prefixed(client: kube.KubeClient, prefix: str) -> None:
     """Delete the K8ssandraClusters, CassandraDatacenters, Secrets (config, superuser) and ConfigMaps
     (metrics agent) whose names start with `prefix`."""
-    for resource, selector in ((kube.K8SSANDRA_CLUSTER, None), (cdc.RESOURCE, None), (kube.SECRET, None),
+    for resource, selector in ((k8c.RESOURCE, None), (cdc.RESOURCE, None), (kube.SECRET, None),
                                (kube.CONFIGMAP, None)):
         try:
             items = client.list(resource, NS, label_selector=selector)
@@ -237,7 +238,7 @@ def test_every_field_lands_in_the_remote_object(registered, admins, prefix):
         dc["metadata"]["name"] = f"{prefix}-{dc['metadata']['name']}"
     apply_cluster(admins, doc)
     assert actions(reconcile(registered, prefix, "--no-gate")) == ["created", "created"]
-    stored_kc = admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
+    stored_kc = admins[0].get(k8c.RESOURCE, prefix, NS)
     for desired, index in zip(build_datacenters(stored_kc), (1, 2)):
         remote = admins[index].get(cdc.RESOURCE, desired.name, NS)
         assert remote["spec"] == desired.object["spec"]
@@ -397,7 +398,7 @@ def test_update_status_and_force_conflicts(registered, admins, prefix):
     doc = demo_cluster(prefix, sizes=(1,), contexts=("kind-k8ssandra-1",))
     apply_cluster(admins, doc)
     # Someone else (another field manager) created the datacenter with another size.
-    desired = build_datacenters(admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS))[0].object
+    desired = build_datacenters(admins[0].get(k8c.RESOURCE, prefix, NS))[0].object
     other = copy.deepcopy(desired)
     other["spec"]["size"] = 7
     del other["metadata"]["annotations"][HASH_ANNOTATION]  # not written by k8sctl: no k8sctl hash
@@ -407,7 +408,7 @@ def test_update_status_and_force_conflicts(registered, admins, prefix):
     r = reconcile(registered, prefix, "--force-conflicts", "--update-status")
     assert actions(r) == ["updated"]
     assert admins[1].get(cdc.RESOURCE, f"{prefix}-dc1", NS)["spec"]["size"] == 1
-    status = admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)["status"]["datacenters"]
+    status = admins[0].get(k8c.RESOURCE, prefix, NS)["status"]["datacenters"]
     assert status == {f"{prefix}-dc1": {"contextName": "kind-k8ssandra-1", "cassandra": {}}}
 
 
@@ -444,7 +445,7 @@ def test_unreachable_cluster_names_its_context_and_others_succeed(tmp_path, cont
             crds_and_identity.install(c.kubeconfig, c.context)
         register(state, [1, 2])
         admin0 = admin_client(state.clusters[0])
-        admin0.apply(kube.K8SSANDRA_CLUSTER, demo_cluster("unreach", sizes=(1, 1), contexts=("kind-k8ssandra-1", "kind-k8ssandra-2")), force=True)
+        admin0.apply(k8c.RESOURCE, demo_cluster("unreach", sizes=(1, 1), contexts=("kind-k8ssandra-1", "kind-k8ssandra-2")), force=True)
         cluster.stop_cluster(tmp_path / "sb", "kind-k8ssandra-2")
         r = reconcile(state, "unreach", "--no-gate")
         assert r.exit_code == 1
@@ -488,7 +489,7 @@ def test_production_crd_auto_goes_inline_and_a_second_run_writes_nothing(crd_san
         [("PATCH", cdc.RESOURCE.path(NS, f"{prefix}-dc{i}")) for i in (1, 2, 3)]
         + [("PATCH", kube.CONFIGMAP.path(NS, f"{prefix}-{prefix}-dc{i}-metrics-agent-config")) for i in (1, 2, 3)]
         + [("POST", kube.SECRET.path(NS))] * 2)
-    stored_kc = crd_admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
+    stored_kc = crd_admins[0].get(k8c.RESOURCE, prefix, NS)
     for desired in build_datacenters(stored_kc):
         live = crd_admins[1].get(cdc.RESOURCE, desired.name, NS)
         assert live["spec"]["config"] == desired.object["spec"]["config"] and "configSecret" not in live["spec"]
@@ -518,7 +519,7 @@ def test_unpatched_crd_auto_goes_through_config_secret(crd_sandbox, crd_admins, 
     writes = real_writes(requests_log)
     assert len(writes) == 11 and sum("/secrets" in p for _, p in writes) == 5
     assert {m for m, _ in dry_runs(requests_log)} == {"POST", "PATCH"} and len(dry_runs(requests_log)) == 9
-    stored_kc = crd_admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
+    stored_kc = crd_admins[0].get(k8c.RESOURCE, prefix, NS)
     for desired in build_datacenters(stored_kc):
         live = crd_admins[2].get(cdc.RESOURCE, desired.name, NS)
         secret = secret_of(crd_admins, "unpatched-1", prefix, desired.name)
@@ -597,7 +598,7 @@ def test_dry_run_names_the_secret_and_its_keys_and_probes_write_nothing(crd_sand
     assert "num_tokens" not in rows[1]["diff"] and "config: (hidden)" in rows[1]["diff"]
     assert real_writes(requests_log) == [] and len(dry_runs(requests_log)) >= 2
     assert crd_admins[2].get_or_none(kube.SECRET, name, NS) is None
-    stored_kc = crd_admins[0].get(kube.K8SSANDRA_CLUSTER, prefix, NS)
+    stored_kc = crd_admins[0].get(k8c.RESOURCE, prefix, NS)
     content = cdc.for_source(build_datacenters(stored_kc)[1].object, cdc.SECRET, prefix)[1]["data"]["config"]
     text = CliRunner().invoke(app, ["reconcile", prefix, "--kubeconfig", crd_sandbox.clusters[0].kubeconfig,
                                     "--no-gate", "--dry-run"])

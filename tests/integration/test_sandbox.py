@@ -18,10 +18,12 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import binaries, cluster, crds_and_identity, processes
+from k8sctl.sandbox import binaries, cluster, crds_and_identity, manifests, processes
 
 from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, UNPATCHED, admin_client
@@ -163,9 +165,9 @@ def test_k8ssandra_preparation(sandbox, admins):
     # The operator's Role is namespaced: nothing cluster-wide.
     secret = admin.get(kube.SECRET, "k8ssandra-operator-token", "k8ssandra-operator")
     op = token_client(sandbox.clusters[0], base64.b64decode(secret["data"]["token"]).decode())
-    assert isinstance(op.list(kube.CASSANDRA_DATACENTER, "k8ssandra-operator"), list)  # allowed: no 403
+    assert isinstance(op.list(cdc.RESOURCE, "k8ssandra-operator"), list)  # allowed: no 403
     with pytest.raises(kube.ApiError) as e:
-        op.list(kube.CASSANDRA_DATACENTER, "default")
+        op.list(cdc.RESOURCE, "default")
     assert e.value.status == 403
 
 
@@ -207,13 +209,13 @@ def _datacenter(**spec) -> dict:
 def test_unpatched_crd_refuses_an_inline_config_object(sandbox, admins):
     """The production CRD accepts the object cass-operator reads in spec.config; the unpatched one refuses it."""
     inline = _datacenter(config={"cassandra-yaml": {"num_tokens": 16}})
-    admins[0].create(kube.CASSANDRA_DATACENTER, inline, "default", dry_run=True)
+    admins[0].create(cdc.RESOURCE, inline, "default", dry_run=True)
     with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte") as refused:
-        admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, inline, "default", dry_run=True)
+        admins[UNPATCHED].create(cdc.RESOURCE, inline, "default", dry_run=True)
     assert refused.value.status == 422
     # configSecret, the way through, is accepted by both.
     for index in (0, UNPATCHED):
-        admins[index].create(kube.CASSANDRA_DATACENTER, _datacenter(configSecret="dc1-config"), "default", dry_run=True)
+        admins[index].create(cdc.RESOURCE, _datacenter(configSecret="dc1-config"), "default", dry_run=True)
     # What `k8sctl reconcile` builds: accepted by the production CRD; on the unpatched one
     # refused for spec.config only.
     from k8sctl.datacenters import build_datacenters
@@ -224,11 +226,11 @@ def test_unpatched_crd_refuses_an_inline_config_object(sandbox, admins):
         kc_doc["metadata"]["namespace"] = "default"
         for dc in build_datacenters(kc_doc):
             assert isinstance(dc.object["spec"]["config"], dict)
-            admins[0].create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
+            admins[0].create(cdc.RESOURCE, dc.object, "default", dry_run=True)
             with pytest.raises(kube.ApiError, match="spec.config in body must be of type byte"):
-                admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, dc.object, "default", dry_run=True)
+                admins[UNPATCHED].create(cdc.RESOURCE, dc.object, "default", dry_run=True)
             without_config = {**dc.object, "spec": {k: v for k, v in dc.object["spec"].items() if k != "config"}}
-            admins[UNPATCHED].create(kube.CASSANDRA_DATACENTER, without_config, "default", dry_run=True)
+            admins[UNPATCHED].create(cdc.RESOURCE, without_config, "default", dry_run=True)
             built += 1
     assert built == 5
 
@@ -237,12 +239,12 @@ def test_production_crds_accept_the_upstream_samples(sandbox, admins):
     objects = _sample_objects()
     assert len(objects) >= 3
     for obj in objects:
-        resource = clientconfig_api.resource("v1beta1") if obj["kind"] == "ClientConfig" else kube.BUILTIN[obj["kind"]]
+        resource = clientconfig_api.resource("v1beta1") if obj["kind"] == "ClientConfig" else manifests.KINDS[obj["kind"]]
         admins[0].create(resource, obj, "default", dry_run=True)
     bad_size = {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster", "metadata": {"name": "bad"},
                 "spec": {"cassandra": {"serverVersion": "4.0.1", "datacenters": [{"metadata": {"name": "dc1"}, "size": 0}]}}}
     with pytest.raises(kube.ApiError) as refused:
-        admins[0].create(kube.K8SSANDRA_CLUSTER, bad_size, "default", dry_run=True)
+        admins[0].create(k8c.RESOURCE, bad_size, "default", dry_run=True)
     assert refused.value.status == 422 and "size" in str(refused.value)
 
 
@@ -275,7 +277,7 @@ def test_each_kubernetes_version_runs_the_k8ssandra_preparation(tmp_path, minor)
         doc["metadata"]["namespace"] = crds_and_identity.OPERATOR_NAMESPACE
         doc["spec"]["cassandra"]["datacenters"] = [{"metadata": {"name": f"dc{i}"}, "k8sContext": c.context, "size": 1}
                                                    for i, c in enumerate(state.clusters[1:], start=1)]
-        admin.apply(kube.K8SSANDRA_CLUSTER, doc, force=True)
+        admin.apply(k8c.RESOURCE, doc, force=True)
         argv = ["reconcile", "demo", "--kubeconfig", state.clusters[0].kubeconfig, "--no-gate", "-o", "json"]
         first = json.loads(runner.invoke(app, argv).stdout)
         assert [(d["action"], d["configSource"]) for d in first["datacenters"]] == [
@@ -484,8 +486,6 @@ def test_port_race_is_named(tmp_path, control_plane_binaries):
 
 
 def test_sandbox_apply_checks_every_document_first(sandbox, admins, tmp_path):
-    from k8sctl.sandbox import manifests
-
     manifest_file = tmp_path / "m.yaml"
     manifest_file.write_text(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "apply-check"}, "data": {"a": "1"}},

@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from k8sctl import clientconfigs, kube
 from k8sctl import kubeconfig as kc
+from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
+from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
 from tests import leakguard
@@ -69,7 +71,7 @@ def test_a_hostile_clientconfig_never_runs_code_and_a_pasted_token_works(sandbox
     marker = tmp_path / "exec-ran"
     good, evil, pasted = f"good-{uid}", f"evil-{uid}", f"pasted-{uid}"
     objects = [(CC, n) for n in (good, evil, pasted)] + [(kube.SECRET, f"{n}-config") for n in (good, evil, pasted)]
-    objects += [(kube.K8SSANDRA_CLUSTER, n) for n in (f"a{uid}", f"b{uid}", f"c{uid}")]
+    objects += [(k8c.RESOURCE, n) for n in (f"a{uid}", f"b{uid}", f"c{uid}")]
     try:
         r = create(sandbox, "--name", good, "--context-name", f"ctx-{good}")
         assert r.exit_code == 0, r.output
@@ -86,26 +88,26 @@ def test_a_hostile_clientconfig_never_runs_code_and_a_pasted_token_works(sandbox
         admins[0].apply(kube.SECRET, stored_secret(f"{pasted}-config", newline))
         admins[0].apply(CC, clientconfigs.clientconfig_manifest(pasted, NS, "v1beta1", f"ctx-{pasted}", f"{pasted}-config"))
 
-        admins[0].apply(kube.K8SSANDRA_CLUSTER, one_dc_cluster(f"a{uid}", f"ctx-{good}"), force=True)
+        admins[0].apply(k8c.RESOURCE, one_dc_cluster(f"a{uid}", f"ctx-{good}"), force=True)
         for extra in (["--dry-run"], []):
             r = reconcile(sandbox, f"a{uid}", *extra)
             assert r.exit_code == 0, r.output
-        assert admins[1].get_or_none(kube.CASSANDRA_DATACENTER, f"a{uid}-dc1", NS) is not None
+        assert admins[1].get_or_none(cdc.RESOURCE, f"a{uid}-dc1", NS) is not None
 
-        admins[0].apply(kube.K8SSANDRA_CLUSTER, one_dc_cluster(f"b{uid}", f"ctx-{evil}"), force=True)
+        admins[0].apply(k8c.RESOURCE, one_dc_cluster(f"b{uid}", f"ctx-{evil}"), force=True)
         r = reconcile(sandbox, f"b{uid}")
         assert r.exit_code == 1
         assert f"ClientConfig {evil} is broken" in r.output and "'exec', which runs a command" in r.output
         assert "Traceback" not in r.output
 
-        admins[0].apply(kube.K8SSANDRA_CLUSTER, one_dc_cluster(f"c{uid}", f"ctx-{pasted}"), force=True)
+        admins[0].apply(k8c.RESOURCE, one_dc_cluster(f"c{uid}", f"ctx-{pasted}"), force=True)
         r = reconcile(sandbox, f"c{uid}")
         assert r.exit_code == 0, r.output
         assert [d["action"] for d in json.loads(r.stdout)["datacenters"]] == ["created"]
         assert not marker.exists(), "a command from a stored kubeconfig ran"
     finally:
         remove(admins[0], *objects)
-        remove(admins[1], *[(kube.CASSANDRA_DATACENTER, f"{p}{uid}-dc1") for p in "abc"])
+        remove(admins[1], *[(cdc.RESOURCE, f"{p}{uid}-dc1") for p in "abc"])
 
 
 def test_the_stored_server_is_what_is_verified(sandbox, admins, uid):
