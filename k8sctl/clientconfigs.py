@@ -625,7 +625,7 @@ _NOT_MINTED = "dry-run-no-token-requested"
 def _stored_token(secret: dict | None) -> str | None:
     """The bearer token inside an existing kubeconfig Secret, if it holds one."""
     try:
-        doc = yaml.safe_load(_decode(secret or {}, api.KUBECONFIG_KEY)) or {}
+        doc = kc.load_yaml(_decode(secret or {}, api.KUBECONFIG_KEY)) or {}
         return str(doc["users"][0]["user"]["token"])
     except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
         return None
@@ -705,7 +705,7 @@ def _discover_server(src: kube.KubeClient, reg: Registration) -> tuple[str, str]
     text = ((cm or {}).get("data") or {}).get("kubeconfig")
     if text:
         try:
-            doc = yaml.safe_load(text) or {}
+            doc = kc.load_yaml(text) or {}
             server = str(((doc.get("clusters") or [{}])[0].get("cluster") or {}).get("server", ""))
         except (yaml.YAMLError, AttributeError, IndexError, TypeError):
             server = ""

@@ -222,14 +222,15 @@ def _make_pool(where: str, ca: bytes | None, cert: bytes | None, key: bytes | No
 
     import urllib3
 
-    ctx = ssl.create_default_context()
     try:
+        # The CA given to create_default_context itself: it then skips loading the system's
+        # store (~20 ms a context), which a kubeconfig's CA replaces anyway.
         if ca:
-            ctx.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
+            ctx = ssl.create_default_context(cadata=ca.decode("ascii", errors="replace"))
         else:
             import certifi  # what the kubernetes package trusts without a CA, too
 
-            ctx.load_verify_locations(cafile=certifi.where())
+            ctx = ssl.create_default_context(cafile=certifi.where())
         if cert:
             _load_client_cert(ctx, cert, key or b"")
     except (ssl.SSLError, ValueError) as e:
@@ -280,19 +281,25 @@ def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> No
     from concurrent.futures import ThreadPoolExecutor
 
     pool = pool_manager.connection_from_url(url)
+    # All taken out at once, so that `count` distinct connections end up idle (an idle one taken
+    # and given back by each in turn would count `count` times); urllib3 has no public "connect
+    # ahead": _get_conn/_put_conn are stable since 1.x.
+    conns = [pool._get_conn() for _ in range(count)]
 
-    def one(_: int) -> None:
-        conn = pool._get_conn()  # urllib3 has no public "connect ahead"; these are stable since 1.x
+    def connect(conn) -> None:
         try:
             if not conn.is_connected:
                 conn.timeout = connect_timeout
                 conn.connect()
         except Exception:  # noqa: BLE001 - the request that needs it will say what is wrong
             conn.close()
-        pool._put_conn(conn)
 
-    with ThreadPoolExecutor(max_workers=count) as threads:
-        list(threads.map(one, range(count)))
+    try:
+        with ThreadPoolExecutor(max_workers=count) as threads:
+            list(threads.map(connect, conns))
+    finally:
+        for conn in conns:
+            pool._put_conn(conn)
 
 
 class Preconnected:

@@ -129,7 +129,7 @@ def inspect_stored_kubeconfig(secret: dict | None, secret_ref: str, context: str
     if not raw:
         return StoredKubeconfig(problem=f"Secret {secret_ref} has no {KUBECONFIG_KEY!r} key")
     try:
-        doc = yaml.safe_load(base64.b64decode(raw, validate=True))
+        doc = kc.load_yaml(base64.b64decode(raw, validate=True))
     except (binascii.Error, ValueError):
         return StoredKubeconfig(problem=f"Secret {secret_ref}: key {KUBECONFIG_KEY!r} is not valid base64")
     except yaml.YAMLError:

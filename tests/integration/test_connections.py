@@ -4,15 +4,15 @@ connection, so only clients that differ by token may share one."""
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
+from tests import leakguard
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 SA = "k8ssandra-operator"  # the operator's service account in every prepared cluster
@@ -49,11 +49,14 @@ def test_clients_differing_by_token_share_connections_and_each_request_is_its_ow
             answers = list(pool.map(lambda client: (client, client.whoami()), [first, second] * 12))
         assert all(name == (f"system:serviceaccount:{NS}:{SA}" if client is first
                             else f"system:serviceaccount:{other_ns}:second") for client, name in answers)
+        # Each client holds the pool once; closing both gives it back (other tests' clients of the
+        # same server and CA may hold it too).
+        key = first._transport._key
+        users = kube._POOLS._pools[key][1]
     finally:
         first.close()
         second.close()
-    assert not any(key[0] == c.server.rstrip("/") and key[4] == "" for key in kube._POOLS._pools), \
-        "the pool outlived its last client"
+    assert kube._POOLS._pools.get(key, [None, 0])[1] == users - 2
 
 
 def test_a_client_certificate_never_carries_a_token_clients_requests(sandbox, admins):
@@ -88,17 +91,21 @@ def test_preconnected_connections_serve_a_token_minted_afterwards(sandbox, admin
         ahead.close()
 
 
-def test_vv_traces_each_request_and_the_verification_opens_no_connection(sandbox, tmp_path):
+def test_vv_traces_each_request_and_the_verification_opens_no_connection(sandbox):
     """-vv: a line per request (method, path, status, time, context, new connection or not); the
-    verification's reviews go over connections opened while the source was read."""
+    verification's reviews go over connections opened while the source was read. A process of
+    its own: in this one, other tests' clients keep connections to the sandbox open."""
     src, dest = sandbox.clusters[3], sandbox.clusters[0]
-    r = CliRunner().invoke(app, ["-vv", "create-clientconfig", "--src-kubeconfig", src.kubeconfig,
-                                 "--dest-kubeconfig", dest.kubeconfig, "--in-cluster-kubeconfig",
-                                 src.in_cluster_kubeconfig, "--name", "traced", "--dry-run", "-o", "json"])
-    assert r.exit_code == 0, r.output
+    r = subprocess.run([sys.executable, "-m", "k8sctl", "-vv", "create-clientconfig", "--src-kubeconfig",
+                        src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig, "--in-cluster-kubeconfig",
+                        src.in_cluster_kubeconfig, "--name", "traced", "--dry-run", "-o", "json"],
+                       capture_output=True, text=True, timeout=120)
+    leakguard.check(r.stdout + r.stderr)
+    assert r.returncode == 0, r.stderr
     lines = [line for line in r.stderr.splitlines() if line.startswith("request: ")]
     reviews = [line for line in lines if "/selfsubjectreviews " in line or "/selfsubjectaccessreviews " in line]
     assert len(reviews) == 2 and all(" 201 " in line and "new connection" not in line for line in reviews), lines
     reads = [line for line in lines if line.startswith("request: GET ")]
-    assert reads and all(f"(context {src.context}" in line or f"(context {dest.context}" in line for line in reads)
-    assert any("new connection" in line for line in reads)
+    assert len(reads) == 4 and all(f"(context {src.context}" in line or f"(context {dest.context}" in line
+                                   for line in reads), lines
+    assert sum("new connection" in line for line in reads) == 4, lines  # source and destination, two each
