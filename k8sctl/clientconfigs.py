@@ -524,8 +524,8 @@ def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.
                             "credentials were not verified")
     elif o.verify:
         wait([warm])  # handshakes under way finish sooner than new ones would
-        _verify(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount, progress,
-                o.request_timeout)
+        verify_new_kubeconfig(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount,
+                              progress, o.request_timeout)
     else:
         reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
                             "it does not work")
@@ -736,21 +736,22 @@ def _discover_server(src: kube.KubeClient, reg: Registration) -> tuple[str, str]
     return None
 
 
-def _with_server(doc: dict, server: str) -> dict:
+def with_server(doc: dict, server: str) -> dict:
     return {**doc, "clusters": [{"name": cl["name"], "cluster": {**cl["cluster"], "server": server}}
                                 for cl in doc["clusters"]]}
 
 
-def _verify(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
-            timeout: tuple = kube.DEFAULT_TIMEOUT) -> None:
+def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
+                          timeout: tuple = kube.DEFAULT_TIMEOUT) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
     address instead, for stored servers that only the operator's pods can reach.
+    `clientconfig rotate` checks its new token with it too.
     """
     server = via_server or reg.server
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
-    doc = reg.kubeconfig_doc if via_server is None else _with_server(reg.kubeconfig_doc, via_server)
+    doc = reg.kubeconfig_doc if via_server is None else with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
     with kube.KubeClient(doc, reg.context_name, trusted=False, timeout=timeout, source="the new kubeconfig") as client, \
             ThreadPoolExecutor(max_workers=1) as own:

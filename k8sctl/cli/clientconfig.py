@@ -28,6 +28,10 @@ from k8sctl.cli.common import (
 )
 
 _WAITS = optional_value("--wait-operator", WAIT_OPERATOR_DEFAULT)
+# The same check, with the same meaning, for create-clientconfig and clientconfig rotate.
+NoVerifyServerOption = typer.Option(False, "--no-verify-server", help="Check the new credentials through the source's "
+                                    "own address (rotate: --src-kubeconfig's), not the stored server, with a warning "
+                                    "(for addresses only the operator's pods reach).")
 group = typer.Typer(help="ClientConfigs of the control plane: list with health, verify, rotate, delete.",
                     no_args_is_help=True, rich_markup_mode=None)
 
@@ -58,7 +62,7 @@ def create_clientconfig(
     dry_run: bool = typer.Option(False, "--dry-run", help="Build and verify everything, print the manifests, write nothing to any cluster."),
     show_secrets: bool = typer.Option(False, "--show-secrets", help="Keep the token in the Secret manifest written to --output-dir and printed by --dry-run."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Do not check the new kubeconfig at all (a warning is printed)."),
-    no_verify_server: bool = typer.Option(False, "--no-verify-server", help="Check the new credentials through the source's own address, not the stored server (for addresses only the operator's pods reach)."),
+    no_verify_server: bool = NoVerifyServerOption,
     allow_self: bool = typer.Option(False, "--allow-self", help="Allow registering the destination cluster to itself."),
     force: bool = typer.Option(False, "--force", help="Take over a Secret or ClientConfig of that name that k8sctl does not manage (e.g. made by create-clientconfig.sh)."),
     wait_operator: Optional[str] = WaitOperatorOption,
@@ -216,6 +220,9 @@ def rotate_cmd(
     src_context: Optional[str] = typer.Option(None, "--src-context", help="Source context (default: the "
                                               "ClientConfig's context name)."),
     token_timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a new token Secret to be filled."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what rotate would do for each ClientConfig, found by "
+                                                          "reading only: no token minted, nothing written."),
+    no_verify_server: bool = NoVerifyServerOption,
     wait_operator: Optional[str] = WaitOperatorOption,
     kubeconfig: Optional[Path] = KubeconfigOption, context: Optional[str] = ContextOption,
     namespace: Optional[str] = NamespaceOption, request_timeout: Optional[str] = RequestTimeoutOption,
@@ -228,14 +235,18 @@ def rotate_cmd(
         names=list(names or []), all=all_, src_kubeconfig=src_kubeconfig.expanduser() if src_kubeconfig else None,
         src_context=src_context, token_timeout=token_timeout, wait_operator=wait_seconds(wait_operator),
         if_expiring_within=durations.parse(if_expiring_within, "--if-expiring-within")
-        if if_expiring_within is not None else None)
+        if if_expiring_within is not None else None, dry_run=dry_run, verify_server=not no_verify_server)
     opts.validate()
     conn = connect(kubeconfig, context, namespace, request_timeout)
-    with conn.client() as client, Spinner("rotating") as spinner:
+    with conn.client() as client, Spinner("reading" if dry_run else "rotating") as spinner:
         rotations = lifecycle.rotate(client, conn.namespace, opts, progress=spinner.update)
-    data = {"context": conn.context, "namespace": conn.namespace, "rotations": [r.as_dict() for r in rotations],
-            "changed": any(r.action == "rotated" for r in rotations)}
+    data = {"context": conn.context, "namespace": conn.namespace, "dryRun": dry_run,
+            "rotations": [r.as_dict() for r in rotations], "changed": any(r.switches for r in rotations),
+            "restartsOperator": any(r.switches for r in rotations)}
     render(data, output, _rotate_text)
+    for r in rotations:
+        for w in r.warnings:
+            warn(f"{r.name}: {w}")
     if any(r.action == "failed" or (r.operator or "").startswith("timeout") for r in rotations):
         raise typer.Exit(1)
 
@@ -339,12 +350,19 @@ def _rotate_text(d: dict) -> None:
     from rich.markup import escape as e
 
     out = console(stderr=False)
-    style = {"rotated": "green", "skipped": "dim", "failed": "red"}
+    style = {"rotated": "green", "would be rotated": "yellow", "skipped": "dim", "failed": "red"}
     for r in d["rotations"]:
         line = f"[{style.get(r['action'], '')}]{e(r['action'])}[/] {e(r['name'])}"
         if r["reason"]:
             line += f": {e(r['reason'])}"
         out.print(line)
+        if r["action"] == "would be rotated":
+            out.print(f"  service account {e(r['serviceAccount'])} in {e(r['sourceContext'])} "
+                      f"({e(r['sourceServer'])}), through {e(r['sourceAccess'])}")
+            for o in r["objects"]:
+                out.print(f"  {o['kind']:<12} {e(o['name'])} in {e(o['context'])}: [yellow]{e(o['action'])}[/] "
+                          f"[dim]({e(o['why'])})[/]")
+            out.print("  operator: would restart to load the new Secret data")
         if r["action"] == "rotated":
             made = f"new token Secret {r['newTokenSecret']}" if r["newTokenSecret"] else "new TokenRequest token"
             out.print(f"  {e(made)} through {e(r['sourceAccess'])}"

@@ -315,6 +315,164 @@ def test_rotate_a_token_request_token_and_if_expiring_within(env):
     assert token_of(after) != token_of(before) and whoami(after, "ctx-req")
 
 
+def snapshot(env) -> dict:
+    """Every Secret and ClientConfig of the test's namespace (control plane and source), by resourceVersion."""
+    found = {}
+    for side, client, resources in (("dest", env.dest, (kube.SECRET, CC)), ("src", env.src, (kube.SECRET,))):
+        for resource in resources:
+            for o in client.list(resource, env.ns):
+                found[(side, resource.kind, o["metadata"]["name"])] = o["metadata"]["resourceVersion"]
+    return found
+
+
+def record_requests(monkeypatch) -> list[tuple[str, str]]:
+    """(method, path) of every request k8sctl sends from now on (the leak guard's GETs too)."""
+    made: list[tuple[str, str]] = []
+    original = kube.KubeClient.request
+
+    def request(self, method, path, *args, **kwargs):
+        made.append((method, path))
+        return original(self, method, path, *args, **kwargs)
+
+    monkeypatch.setattr(kube.KubeClient, "request", request)
+    return made
+
+
+REVIEWS = ("/selfsubjectaccessreviews", "/selfsubjectreviews")  # POSTs that store nothing
+
+
+def test_rotate_dry_run_says_what_it_would_do_and_writes_and_mints_nothing(env, monkeypatch):
+    env.create("dry")
+    env.create("dry2")  # the same service-account token Secret
+    env.create("dreq", "--token-source", "request", "--token-duration", "3600")
+    c, dest_context = env.sandbox.clusters[SRC], env.sandbox.clusters[DEST].context
+    src_args = ("--src-kubeconfig", c.kubeconfig, "--src-context", c.context)
+    before, tokens = snapshot(env), {n: token_of(env.stored(n)) for n in ("dry", "dry2", "dreq")}
+    made = record_requests(monkeypatch)
+
+    # Alone, through the stored credentials: dry2 still holds the old token, so its token Secret would stay.
+    r = env.k8sctl("clientconfig", "rotate", "dry", "--dry-run", "-o", "json")
+    assert r.exit_code == 0, r.output
+    doc = as_json(r)
+    assert doc["dryRun"] is True and doc["changed"] is True and doc["restartsOperator"] is True
+    rot = doc["rotations"][0]
+    assert rot["action"] == "would be rotated" and rot["sourceAccess"] == "the stored credentials", rot
+    assert rot["serviceAccount"] == f"{env.ns}/k8ssandra-operator" and rot["tokenSource"] == "secret"
+    assert rot["sourceContext"] == "ctx-dry" and rot["sourceServer"] == c.server
+    assert rot["verifiedAt"] is None and rot["newTokenSecret"] is None and rot["restartsOperator"] is True
+    assert [(o["kind"], o["name"], o["context"], o["action"]) for o in rot["objects"]] == [
+        ("Secret", f"{env.ns}/k8ssandra-operator-token-<generated>", "ctx-dry", "would be created"),
+        ("Secret", f"{env.ns}/dry-config", dest_context, "would be updated"),
+        ("Secret", f"{env.ns}/k8ssandra-operator-token", "ctx-dry", "kept")]
+    assert "dry2" in rot["objects"][2]["why"] and rot["revoked"] is False
+    assert c.server in rot["objects"][1]["why"]  # where the new token would be checked
+
+    # All of them: the shared token Secret would go; the operator's Role may not request tokens: found
+    # by asking (an access review), exit 1 as the real run (test_rotate_a_token_request_token_...).
+    r = env.k8sctl("clientconfig", "rotate", "--all", "--dry-run", "-o", "json")
+    assert r.exit_code == 1, r.output
+    by = {x["name"]: x for x in as_json(r)["rotations"]}
+    assert [o["action"] for o in by["dry"]["objects"]] == ["would be created", "would be updated", "would be deleted"]
+    assert [(o["name"], o["action"]) for o in by["dry2"]["objects"][2:]] == [
+        (f"{env.ns}/k8ssandra-operator-token", "would be deleted")] and by["dry"]["revoked"] is True
+    assert by["dreq"]["action"] == "failed" and by["dreq"]["objects"] == [], by["dreq"]
+    assert "may not request tokens" in by["dreq"]["reason"] and "data-plane.yaml" in by["dreq"]["reason"]
+
+    # --if-expiring-within as the real run: token Secret tokens never expire; a 1 h token is not due in 10 min.
+    r = env.k8sctl("clientconfig", "rotate", "--all", "--dry-run", "--if-expiring-within", "10m", "-o", "json")
+    assert r.exit_code == 0, r.output
+    reasons = {x["name"]: (x["action"], x["reason"]) for x in as_json(r)["rotations"]}
+    assert reasons["dry"] == ("skipped", "its token never expires (a token Secret's token)")
+    assert reasons["dreq"][0] == "skipped" and "expires in" in reasons["dreq"][1] and not as_json(r)["changed"]
+    r = env.k8sctl("clientconfig", "rotate", "dreq", "--dry-run", "--if-expiring-within", "2h", *src_args,
+                   "-o", "json")
+    assert r.exit_code == 0, r.output
+    rot = as_json(r)["rotations"][0]
+    assert rot["action"] == "would be rotated" and rot["sourceAccess"] == f"--src-kubeconfig context {c.context}"
+    assert [(o["kind"], o["name"], o["context"], o["action"]) for o in rot["objects"]] == [
+        ("TokenRequest", f"{env.ns}/k8ssandra-operator", c.context, "would be requested"),
+        ("Secret", f"{env.ns}/dreq-config", dest_context, "would be updated")]
+    assert "cannot be revoked" in rot["revocation"] and rot["newTokenExpiry"] is None
+
+    # Text: what it would do, per object; bad input is exit 2, one line.
+    r = env.k8sctl("clientconfig", "rotate", "dry", "--dry-run")
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("would be rotated dry\n") and "would be deleted" not in r.output, r.output
+    assert f"{env.ns}/dry-config in {dest_context}: would be updated" in r.output
+    assert "operator: would restart" in r.output
+    r = env.k8sctl("clientconfig", "rotate", "nope", "--dry-run")
+    assert r.exit_code == 2 and r.output.startswith("error: ClientConfig nope not found"), r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+    # Nothing written anywhere, no token minted: no object changed, only reads and reviews were sent.
+    assert snapshot(env) == before
+    assert {n: token_of(env.stored(n)) for n in tokens} == tokens
+    assert [(m, p) for m, p in made if m != "GET" and not p.endswith(REVIEWS)] == []
+    assert sum(1 for m, p in made if p.endswith("/selfsubjectaccessreviews")) >= 4
+
+    # The real run does what the dry run said.
+    r = env.k8sctl("clientconfig", "rotate", "dry", "-o", "json")
+    assert r.exit_code == 0, r.output
+    rot = as_json(r)["rotations"][0]
+    assert [o["action"] for o in rot["objects"]] == ["created", "updated", "kept"], rot
+    assert rot["objects"][0]["name"] == f"{env.ns}/{rot['newTokenSecret']}" and rot["verifiedAt"] == c.server
+
+
+def with_server(doc: dict, server: str) -> dict:
+    out = json.loads(json.dumps(doc))
+    out["clusters"][0]["cluster"]["server"] = server
+    return out
+
+
+def test_rotate_no_verify_server_checks_through_the_source_when_the_stored_server_is_out_of_reach(env):
+    env.create("far")
+    c = env.sandbox.clusters[SRC]
+    src_args = ("--src-kubeconfig", c.kubeconfig, "--src-context", c.context)
+    # A server only "the operator's pods" reach (here: nothing listens there; also not rich markup).
+    old = with_server(env.stored("far"), "https://[::1]:1")
+    env.put("far", kc.dump(old), managed=True)
+    subject = f"system:serviceaccount:{env.ns}:k8ssandra-operator"
+    before = snapshot(env)
+
+    # Without the flag: one line naming it, nothing minted or written, the old token still works.
+    for args in ((), src_args):
+        r = env.k8sctl("clientconfig", "rotate", "far", *args)
+        assert r.exit_code == 1, r.output
+        assert len(r.output.strip().splitlines()) == 1 and r.output.startswith("failed far: "), r.output
+        assert "https://[::1]:1" in r.output and "--no-verify-server" in r.output
+        assert f"Secret {env.ns}/far-config was not changed" in r.output
+    r = env.k8sctl("clientconfig", "rotate", "far", "--dry-run", *src_args, "-o", "json")
+    assert r.exit_code == 1 and "--no-verify-server" in as_json(r)["rotations"][0]["reason"], r.output
+    assert snapshot(env) == before
+    assert whoami(with_server(old, c.server), "ctx-far") == subject
+    r = env.k8sctl("clientconfig", "rotate", "far", "--no-verify-server")
+    assert r.exit_code == 2 and r.output.startswith("error: --no-verify-server checks the new token through "
+                                                    "--src-kubeconfig's address"), r.output
+    assert len(r.output.strip().splitlines()) == 1
+
+    r = env.k8sctl("clientconfig", "rotate", "far", "--dry-run", "--no-verify-server", *src_args, "-o", "json")
+    assert r.exit_code == 0, r.output
+    rot = as_json(r)["rotations"][0]
+    assert rot["action"] == "would be rotated" and c.server in rot["objects"][1]["why"]
+    assert "warning: far: --no-verify-server: the new token would be checked through" in r.stderr
+    assert snapshot(env) == before
+
+    # With it: checked through the source's own address, with create-clientconfig's warning.
+    r = env.k8sctl("clientconfig", "rotate", "far", "--no-verify-server", *src_args, "-o", "json")
+    assert r.exit_code == 0, r.output
+    rot = as_json(r)["rotations"][0]
+    assert rot["action"] == "rotated" and rot["verifiedAt"] == c.server, rot
+    warning = (f"--no-verify-server: the credentials were checked through {c.server}; the stored server "
+               f"https://[::1]:1 was not contacted")
+    assert rot["warnings"] == [warning] and f"warning: far: {warning}" in r.stderr
+    after = env.stored("far")
+    assert after["clusters"][0]["cluster"]["server"] == "https://[::1]:1" and token_of(after) != token_of(old)
+    assert whoami(with_server(after, c.server), "ctx-far") == subject
+    # The old token Secret is deleted, and the old token seen rejected through the same address.
+    assert rot["revoked"] is True and rot["bothValidSeconds"] is not None
+    assert status_of(with_server(old, c.server), "ctx-far") == 401
+
+
 def one_dc_cluster(name: str, ns: str, context: str) -> dict:
     return {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
             "metadata": {"name": name, "namespace": ns},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 import typer
@@ -172,3 +173,6 @@ def test_rotate_options_are_validated():
         lifecycle.RotateOptions(names=["a"], all=True).validate()
     with pytest.raises(UsageError, match="--src-context"):
         lifecycle.RotateOptions(all=True, src_context="c").validate()
+    with pytest.raises(UsageError, match="--no-verify-server checks the new token through --src-kubeconfig"):
+        lifecycle.RotateOptions(all=True, verify_server=False).validate()
+    lifecycle.RotateOptions(all=True, verify_server=False, src_kubeconfig=Path("src.yaml"), dry_run=True).validate()
