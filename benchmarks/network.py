@@ -321,10 +321,12 @@ def bench_imports(state, work: Path) -> None:
         "k8sctl --help": ["--help"],
         "create-clientconfig, inline kubeconfigs (no-op)": [
             "create-clientconfig", "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig,
-            "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "imports", "-o", "json"],
+            "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "imports", "--context-name", "imports",
+            "-o", "json"],
         "create-clientconfig, destination with an exec plugin (no-op)": [
             "create-clientconfig", "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", str(exec_kc),
-            "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "imports", "-o", "json"],
+            "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "imports", "--context-name", "imports",
+            "-o", "json"],
         "reconcile, no-op": ["reconcile", "bench", "--kubeconfig", dest.kubeconfig, "-n", NS, "--no-gate", "-o", "json"],
     }
     counted(paths["create-clientconfig, inline kubeconfigs (no-op)"][:])  # registered once: the runs below are no-ops

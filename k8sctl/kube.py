@@ -246,7 +246,53 @@ def _make_pool(where: str, ca: bytes | None, cert: bytes | None, key: bytes | No
     # share this pool. Beyond that, a connection is closed after use, which is all urllib3's
     # "pool is full" warning says: not worth a line to the user.
     _quiet_full_pool_warnings()
-    return urllib3.PoolManager(num_pools=4, maxsize=32, retries=False, **pool_kw)
+    pool_manager = urllib3.PoolManager(num_pools=4, maxsize=32, retries=False, **pool_kw)
+    pool_manager.pool_classes_by_scheme = {**pool_manager.pool_classes_by_scheme, "https": _tls_pool_class()}
+    return pool_manager
+
+
+_TLS_POOL_CLASS = None
+
+
+def _tls_pool_class():
+    """urllib3's HTTPS pool, with connections that read TLS 1.3 session tickets before they are
+    judged. A TLS 1.3 server sends its tickets just after the handshake; on a connection opened
+    ahead and idle since, they wait unread, the socket looks readable, and urllib3 takes that as
+    the server having closed it: it would open it again, a round trip lost. Read, they are TLS's
+    business and the connection is reused."""
+    global _TLS_POOL_CLASS
+    if _TLS_POOL_CLASS is None:
+        import ssl
+
+        from urllib3.connection import HTTPSConnection
+        from urllib3.connectionpool import HTTPSConnectionPool
+
+        class TicketReadingConnection(HTTPSConnection):
+            @property
+            def is_connected(self) -> bool:
+                sock = self.sock
+                if isinstance(sock, ssl.SSLSocket):
+                    timeout = sock.gettimeout()
+                    try:
+                        sock.settimeout(0)
+                        sock.recv(1)
+                        return False  # end of stream, or data nobody asked for: not reusable
+                    except ssl.SSLWantReadError:
+                        pass  # nothing but TLS records (or nothing): the connection is idle
+                    except OSError:
+                        return False
+                    finally:
+                        try:
+                            sock.settimeout(timeout)
+                        except OSError:
+                            pass
+                return super().is_connected
+
+        class TicketReadingPool(HTTPSConnectionPool):
+            ConnectionCls = TicketReadingConnection
+
+        _TLS_POOL_CLASS = TicketReadingPool
+    return _TLS_POOL_CLASS
 
 
 def _quiet_full_pool_warnings() -> None:

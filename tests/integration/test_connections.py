@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,3 +110,23 @@ def test_vv_traces_each_request_and_the_verification_opens_no_connection(sandbox
     assert len(reads) == 4 and all(f"(context {src.context}" in line or f"(context {dest.context}" in line
                                    for line in reads), lines
     assert sum("new connection" in line for line in reads) == 4, lines  # source and destination, two each
+
+
+def test_a_connection_opened_ahead_and_left_idle_is_used_not_opened_again(sandbox, admins):
+    """A TLS 1.3 server sends session tickets after the handshake; unread on an idle connection
+    they made urllib3 take it for closed and open it again (a round trip lost)."""
+    c = sandbox.clusters[2]
+    admin_doc = kc.read_file(Path(c.kubeconfig))
+    cluster = admin_doc["clusters"][0]["cluster"]
+    ahead = kube.Preconnected(cluster["server"], base64.b64decode(cluster["certificate-authority-data"]), 1)
+    try:
+        pool = kube._POOLS._pools[ahead._key][0].connection_from_url(cluster["server"])
+        opened = [conn.sock for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None]
+        assert opened
+        time.sleep(0.3)  # the tickets are in by now
+        with kube.KubeClient(token_kubeconfig(admin_doc, mint(admins[2], NS, SA)), "ctx", trusted=False) as client:
+            assert client.whoami() == f"system:serviceaccount:{NS}:{SA}"
+            in_pool = [conn.sock for conn in list(pool.pool.queue) if conn is not None and conn.sock is not None]
+            assert any(sock is before for sock in in_pool for before in opened), "the connection was opened again"
+    finally:
+        ahead.close()
