@@ -150,7 +150,9 @@ def test_an_unmanaged_secret_is_not_taken_over_without_force(sandbox, admins, ui
 
 
 def _restricted_dest_kubeconfig(admin: kube.KubeClient, dest_server: str, ca_data: str, uid: str, path: Path) -> str:
-    """A control-plane user that may write Secrets but not ClientConfigs (a Role without clientconfigs patch)."""
+    """A control-plane user that may write Secrets but not ClientConfigs (a Role without clientconfigs patch),
+    nor list them: create-clientconfig then reads its ClientConfig with a GET (without the check of a
+    second ClientConfig naming the same context)."""
     sa = f"limited-{uid}"
     admin.create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa}}, NS)
     admin.apply(kube.ROLE, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
@@ -179,6 +181,7 @@ def test_a_refused_clientconfig_write_leaves_no_secret_behind(sandbox, admins, u
     try:
         r = create(sandbox, "--name", name, dest_kubeconfig=str(limited))
         assert r.exit_code == 1 and "403" in r.output and "deleted again" in r.output, r.output
+        assert "PATCH" in r.output and "clientconfigs" in r.output  # the write refused, not the read
         assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
     finally:
         remove(admins[0], (kube.SERVICEACCOUNT, sa), (kube.ROLE, sa), (kube.ROLEBINDING, sa),
