@@ -349,19 +349,25 @@ def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> No
 
 
 class Preconnected:
-    """Connections opened ahead to a server, with a CA, for token clients to come (see
-    `preconnect`); kept until closed."""
+    """Connections opened ahead to a server, with a CA, for token clients to come (the clients
+    of the same server and CA, without a client certificate, share them: see _SharedPools);
+    kept until closed. Never fails: whatever goes wrong is met again by the request that needs
+    the connection, and reported there."""
 
     def __init__(self, server: str, ca: bytes, count: int, timeout=DEFAULT_TIMEOUT):
-        self._key = _tls_key(server.rstrip("/"), ca, None, None, None, False)
-        pool_manager = _POOLS.acquire(self._key, lambda: _make_pool(server, ca, None, None, None, False))
+        key = _tls_key(server.rstrip("/"), ca, None, None, None, False)
+        self._key: tuple | None = None
         try:
+            pool_manager = _POOLS.acquire(key, lambda: _make_pool(server, ca, None, None, None, False))
+            self._key = key
             _open_idle(pool_manager, server, count, timeout[0])
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
 
     def close(self) -> None:
-        _POOLS.release(self._key)
+        if self._key is not None:
+            _POOLS.release(self._key)
+            self._key = None
 
 
 class _InlineTransport:

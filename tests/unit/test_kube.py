@@ -154,3 +154,29 @@ def test_retries_stop_at_the_deadline(scripted):
         server.client(deadline=time.monotonic() + 0.5).request("GET", "/api")
     # Backoff 0.1, 0.2, 0.4 s fits 0.5 s at most three times; the 10 s budget alone would allow nine.
     assert 1 < len(server.seen) <= 4
+
+
+def test_preconnected_never_fails_and_closes_once():
+    """An optimisation only: a CA that cannot be loaded, or a server nobody listens on, are met
+    again by the request that needs the connection, not here."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    for ca in (b"not a certificate", b""):
+        ahead = kube.Preconnected(f"https://127.0.0.1:{port}", ca, 2, timeout=(0.5, 0.5))
+        ahead.close()
+        ahead.close()
+    assert not any(key[0] == f"https://127.0.0.1:{port}" for key in kube._POOLS._pools)
+
+
+def test_tls_key_separates_what_a_handshake_proves_and_keeps_no_key_material():
+    ca, cert, key = b"-----CA-----\n", b"-----CERT-----", b"-----PRIVATE KEY-----"
+    plain = kube._tls_key("https://a:6443", ca, None, None, None, False)
+    assert plain == kube._tls_key("https://a:6443", ca.strip(), None, None, None, False)  # same CA
+    assert plain != kube._tls_key("https://a:6443", ca, cert, key, None, False)  # a client certificate
+    assert plain != kube._tls_key("https://a:6443", ca, None, None, None, True)  # verification off
+    assert plain != kube._tls_key("https://a:6443", ca, None, None, "other", False)  # another server name
+    assert plain != kube._tls_key("https://b:6443", ca, None, None, None, False)
+    assert not any(part.decode() in repr(kube._tls_key("https://a:6443", ca, cert, key, None, False)) for part in (cert, key))
