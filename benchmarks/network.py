@@ -7,6 +7,8 @@ clusters. Printed, never asserted.
 Tables (wall time of a separate process, interpreter start included; median, min, max of
 --runs runs; the two tools alternate run by run):
   create      first-run create-clientconfig: the script vs k8sctl, and k8sctl's no-op re-run
+  handshakes  the same at --handshake-rtt with each new connection held one round trip more
+              (benchmarks/handshake_delay.py): TCP's handshake, which toxiproxy does not delay
   sources     k8sctl with 1 and with 10 --src-context (first run and no-op)
   reconcile   a no-op `k8sctl reconcile` of a K8ssandraCluster with 20 datacenters over 3 clusters
   imports     `python -X importtime`: what each CLI path imports, and what it costs
@@ -17,16 +19,17 @@ The script runs unchanged except for its kind-only rewrite of a 127.0.0.1 server
 sandbox must skip (../shared/reference/README.md). It needs bash, GNU getopt, kubectl, yq, jq.
 The script runs twice per round: with kubectl's discovery cache kept between runs (KUBECACHEDIR in
 the benchmark's folder), as on a user's machine, and with it empty, as on a fresh CI runner or
-container, where each of its kubectl calls reads /api and /apis before its request.
+container, where its first kubectl calls read the discovery documents (4 requests more a run).
 
 Note: toxiproxy delays data, not the TCP handshake, so a new connection costs one round trip
 (TLS 1.3) where a real network costs two (TCP + TLS). That favours the script: each of its
 kubectl processes opens its own connection, one after another (about 9 a run), where k8sctl
-opens its connections at once (one handshake on its critical path). A real network at the same
-round-trip time adds about 9 round trips to the script and 1 to k8sctl.
+opens its connections at once (one handshake on its critical path). The `handshakes` table
+measures it: a relay in front of each proxy holds every new connection one round trip.
 
 Usage: python benchmarks/network.py [--script PATH] [--kubectl PATH] [--rtt 0,50,100,200]
-                                    [--runs 5] [--only create,sources,reconcile,imports] [--plot DIR]
+                                    [--runs 5] [--only create,handshakes,sources,reconcile,imports]
+                                    [--handshake-rtt 100,200] [--plot DIR]
 """
 from __future__ import annotations
 
@@ -119,8 +122,8 @@ class Script:
         self.cache = work / "kubecache"
         self.cold_cache = work / "kubecache-cold"
 
-    def argv(self, src: cluster.ClusterInfo, dest: cluster.ClusterInfo) -> list[str]:
-        return ["bash", str(self.path), "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig,
+    def argv(self, src_kubeconfig: str, dest_kubeconfig: str) -> list[str]:
+        return ["bash", str(self.path), "--src-kubeconfig", src_kubeconfig, "--dest-kubeconfig", dest_kubeconfig,
                 "--namespace", NS, "--output-dir", str(self.dir / "out")]
 
     def env(self, logging: bool = False, cold: bool = False) -> dict:
@@ -150,10 +153,22 @@ def row(label: str, walls: list[float], requests: int | str, ratio: str = "") ->
 HEADER = "| run | median s | min s | max s | requests | ratio |\n|---|---|---|---|---|---|"
 
 
-def bench_create(state, admins, script: Script | None, rtts: list[float], runs: int, set_rtt, plot: dict) -> None:
+class Files:
+    """The kubeconfigs one create-clientconfig run uses: the source's (and its in-cluster view,
+    whose server is stored), the destination's."""
+
+    def __init__(self, src: str, src_in_cluster: str, dest: str):
+        self.src, self.src_in_cluster, self.dest = src, src_in_cluster, dest
+
+
+def bench_create(state, admins, script: Script | None, rtts: list[float], runs: int, set_rtt, plot: dict,
+                 files: Files | None = None, title: str = "create-clientconfig, first run: upstream script vs k8sctl",
+                 ) -> None:
     src, dest = state.clusters[1], state.clusters[0]
-    k_args = ["create-clientconfig", "--src-kubeconfig", src.kubeconfig, "--dest-kubeconfig", dest.kubeconfig,
-              "--in-cluster-kubeconfig", src.in_cluster_kubeconfig, "--name", "bench-k", "-o", "json"]
+    files = files or Files(src.kubeconfig, src.in_cluster_kubeconfig, dest.kubeconfig)
+    k_args = ["create-clientconfig", "--src-kubeconfig", files.src, "--dest-kubeconfig", files.dest,
+              "--in-cluster-kubeconfig", files.src_in_cluster, "--name", "bench-k", "-o", "json"]
+    s_argv = script.argv(files.src, files.dest) if script is not None else []
     script_name = src.context  # what the script names its ClientConfig (and Secret <name>-config)
 
     def clean() -> None:
@@ -164,13 +179,13 @@ def bench_create(state, admins, script: Script | None, rtts: list[float], runs: 
     labels = {"script-warm": "create-clientconfig.sh, kubectl discovery cache warm",
               "script-cold": "create-clientconfig.sh, kubectl discovery cache empty (fresh CI runner)",
               "k8sctl": "k8sctl, first run", "noop": "k8sctl, no-op re-run"}
-    print("\n### create-clientconfig, first run: upstream script vs k8sctl\n")
+    print(f"\n### {title}\n")
     for rtt in rtts:
         set_rtt(rtt)
         walls: dict[str, list[float]] = {t: [] for t in (*tools, "noop")}
         if script is not None:
             clean()
-            timed(script.argv(src, dest), script.env())  # warms kubectl's discovery cache, as a user's is
+            timed(s_argv, script.env())  # warms kubectl's discovery cache, as a user's is
         for i in range(runs):
             for tool in tools[i % len(tools):] + tools[:i % len(tools)]:  # each goes first in turn
                 clean()
@@ -178,13 +193,13 @@ def bench_create(state, admins, script: Script | None, rtts: list[float], runs: 
                     walls["k8sctl"].append(timed(k8sctl_argv(*k_args)))
                     walls["noop"].append(timed(k8sctl_argv(*k_args)))
                 else:
-                    walls[tool].append(timed(script.argv(src, dest), script.env(cold=tool == "script-cold")))
+                    walls[tool].append(timed(s_argv, script.env(cold=tool == "script-cold")))
         clean()
         reqs: dict[str, int | str] = {"k8sctl": counted(k_args), "noop": counted(k_args)}
         if script is not None:
             for tool in ("script-warm", "script-cold"):
                 clean()
-                reqs[tool] = script.requests(script.argv(src, dest), cold=tool == "script-cold")
+                reqs[tool] = script.requests(s_argv, cold=tool == "script-cold")
         print(f"RTT {rtt:g} ms\n\n{HEADER}")
         k8sctl_median = statistics.median(walls["k8sctl"])
         for tool in (*tools, "noop"):
@@ -194,6 +209,34 @@ def bench_create(state, admins, script: Script | None, rtts: list[float], runs: 
             plot.setdefault(labels[tool], []).append((rtt, *stats(walls[tool])))
         print()
     clean()
+
+
+def bench_create_with_handshakes(state, admins, script: Script | None, work: Path, rtts: list[float], runs: int,
+                                 set_rtt, plot: dict) -> None:
+    """The same, with each new connection held one round trip more (benchmarks/handshake_delay.py):
+    TCP's handshake, which toxiproxy does not delay."""
+    from handshake_delay import HandshakeDelay  # benchmarks/handshake_delay.py
+
+    src, dest = state.clusters[1], state.clusters[0]
+
+    def through(path: str, relay_port: int, proxy_port: int, name: str) -> str:
+        text = Path(path).read_text().replace(f"127.0.0.1:{proxy_port}", f"127.0.0.1:{relay_port}")
+        out = work / "handshake" / name
+        out.parent.mkdir(exist_ok=True)
+        kc.write_private(out, text)
+        return str(out)
+
+    for rtt in rtts:  # a relay per round-trip time
+        relay = HandshakeDelay({c.context: c.proxy_port for c in (src, dest)}, rtt)
+        try:
+            files = Files(through(src.kubeconfig, relay.ports[src.context], src.proxy_port, "src.yaml"),
+                          through(src.in_cluster_kubeconfig, relay.ports[src.context], src.proxy_port,
+                                  "src-in-cluster.yaml"),
+                          through(dest.kubeconfig, relay.ports[dest.context], dest.proxy_port, "dest.yaml"))
+            bench_create(state, admins, script, [rtt], runs, set_rtt, plot, files,
+                         f"create-clientconfig, first run, TCP handshakes delayed too (RTT {rtt:g} ms)")
+        finally:
+            relay.close()
 
 
 def sources_kubeconfig(state, path: Path, n: int) -> list[str]:
@@ -362,7 +405,10 @@ def main() -> None:
                     help="kubectl for the script (default: $KUBECTL, else kubectl on PATH)")
     ap.add_argument("--rtt", default="0,50,100,200", help="round-trip times in ms, comma-separated")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--only", default="create,sources,reconcile,imports")
+    ap.add_argument("--only", default="create,handshakes,sources,reconcile,imports")
+    ap.add_argument("--handshake-rtt", default="100,200",
+                    help="round-trip times (ms) of the `handshakes` table: create-clientconfig with TCP's "
+                         "handshake delayed too")
     ap.add_argument("--plot", type=Path, metavar="DIR",
                     help="also write a chart per table as DIR/network-<table>.svg (median, min-max band)")
     args = ap.parse_args()
@@ -403,6 +449,10 @@ def main() -> None:
             plots: dict[str, dict] = {"create": {}, "sources": {}, "reconcile": {}}
             if "create" in only:
                 bench_create(state, admins, script, rtts, args.runs, set_rtt, plots["create"])
+            if "handshakes" in only:
+                bench_create_with_handshakes(state, admins, script, work,
+                                             [float(x) for x in args.handshake_rtt.split(",")], args.runs, set_rtt,
+                                             {})
             if "sources" in only:
                 bench_sources(state, admins, work, rtts, args.runs, set_rtt, plots["sources"])
             if "reconcile" in only or "imports" in only:
