@@ -1,4 +1,5 @@
-"""ClientConfig lifecycle: list (with health), verify, rotate, delete, and waiting for the operator.
+"""ClientConfig lifecycle: list (with health), verify, delete, and waiting for the operator
+(rotation, written against this model, is `k8sctl.rotation`).
 
 One model: an `Entry` is a ClientConfig and its kubeconfig Secret, read from the control
 plane and looked at through `apis.clientconfig.inspect_stored_kubeconfig` (the one parser).
@@ -7,9 +8,6 @@ No token ever leaves this module in a result: only its kind, its expiry and its 
 """
 from __future__ import annotations
 
-import base64
-import copy
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,27 +15,18 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from k8sctl import durations, kube, redact, tokens, waiting
+from k8sctl import durations, kube, tokens, waiting
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.apis import k8ssandracluster as k8c
-from k8sctl.clientconfigs import (
-    MANAGED_BY,
-    SA_NAME_ANNOTATION,
-    SA_TOKEN_TYPE,
-    Registration,
-    is_managed,
-    secret_manifest,
-    verify_new_kubeconfig,
-    with_server,
-)
+from k8sctl.clientconfigs import is_managed
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
 
 Progress = Callable[[str], None]
 DEPLOYMENT = kube.Resource("apps", "v1", "deployments", "Deployment")
 DEFAULT_OPERATOR_DEPLOYMENT = "k8ssandra-operator"
 _LEGACY_ISSUER = "kubernetes/serviceaccount"
-_MAX_PARALLEL = 32  # checks are I/O-bound: 20 clusters in one wave
+MAX_PARALLEL = 32  # checks are I/O-bound: 20 clusters in one wave
 
 
 # --- tokens: what the claims say (decoded locally, never verified, never shown) -------------
@@ -190,7 +179,7 @@ def read_entries(client: kube.KubeClient, namespace: str, names: list[str] | Non
         name = api.secret_name_of(cc)
         return client.get_or_none(kube.SECRET, name, namespace) if name else None
 
-    with ThreadPoolExecutor(max_workers=max(1, min(_MAX_PARALLEL, len(ccs)))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(ccs)))) as pool:
         secrets = list(pool.map(secret_of, ccs))
     return [_entry(cc, s) for cc, s in zip(ccs, secrets)]
 
@@ -232,7 +221,7 @@ class Health:
                 "error": self.error, "seconds": round(self.seconds, 3)}
 
 
-def _access_review(namespace: str | None, group: str = "cassandra.datastax.com",
+def access_review(namespace: str | None, group: str = "cassandra.datastax.com",
                    resource: str = "cassandradatacenters", **more: str) -> dict:
     """A SelfSubjectAccessReview: may I create `resource` (`more`: subresource, name) in `namespace`?"""
     attrs = {"verb": "create", "group": group, "resource": resource, **more}
@@ -259,7 +248,7 @@ def check(entry: Entry, timeout: float, stats: kube.RequestStats | None = None) 
                                  source=f"the kubeconfig of ClientConfig {entry.name}", stats=stats)
         who = pair.submit(client.whoami)
         access = pair.submit(client.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
-                             _access_review(entry.facts.namespace))
+                             access_review(entry.facts.namespace))
         left = lambda: max(0.01, t0 + timeout - time.monotonic())  # noqa: E731
         health.identity = who.result(timeout=left())
         health.reachable = health.tls_verified = True
@@ -319,7 +308,7 @@ def list_clientconfigs(client: kube.KubeClient, namespace: str, *, names: list[s
     cluster is checked at once, each bounded by `timeout`, while the K8ssandraClusters are read."""
     progress("reading ClientConfigs and their Secrets")
     entries = read_entries(client, namespace, names)
-    with ThreadPoolExecutor(max_workers=max(2, min(_MAX_PARALLEL, len(entries) + 1))) as pool:
+    with ThreadPoolExecutor(max_workers=max(2, min(MAX_PARALLEL, len(entries) + 1))) as pool:
         used = pool.submit(datacenters_by_context, client, namespace)
         health = None
         if live:
@@ -381,556 +370,28 @@ def wait_operator_restarted(client: kube.KubeClient, namespace: str, deployment:
                           f"--operator-deployment)")
 
 
-# --- rotate ---------------------------------------------------------------------------------
+# --- the source cluster: the client that mints and revokes tokens, and who holds a token -------
 
-WOULD_ROTATE = "would be rotated"
-
-
-@dataclass
-class RotateOptions:
-    names: list[str] = field(default_factory=list)
-    all: bool = False
-    if_expiring_within: float | None = None
-    src_kubeconfig: Path | None = None
-    src_context: str | None = None
-    token_timeout: float = 60.0
-    wait_operator: float | None = None
-    dry_run: bool = False
-    verify_server: bool = True  # False: --no-verify-server
-
-    def validate(self) -> None:
-        if self.all == bool(self.names):
-            raise UsageError("name one ClientConfig or more, or pass --all (not both)")
-        if self.src_context and len(self.names) != 1:
-            raise UsageError("--src-context names one cluster: give a single ClientConfig name with it")
-        if not math.isfinite(self.token_timeout) or self.token_timeout <= 0:
-            raise UsageError(f"--timeout must be a positive number of seconds (got {self.token_timeout})")
-        if any(not n.strip() for n in self.names):
-            raise UsageError("a ClientConfig name is empty: give the names of existing ClientConfigs")
-        if not self.verify_server and self.src_kubeconfig is None:
-            raise UsageError("--no-verify-server checks the new token through --src-kubeconfig's address: pass "
-                             "--src-kubeconfig too (without it, rotate reaches each cluster at its stored server)")
-
-
-@dataclass
-class _Rotated:
-    """What revoking the old token and waiting for the operator need of a rotated ClientConfig (in memory only)."""
-
-    entry: Entry
-    src: kube.KubeClient
-    old_doc: dict  # at the address the new token was verified at
-    minted_at: float
-    before_hashes: tuple[str | None, str | None]
-
-
-@dataclass
-class Rotation:
-    name: str
-    context: str
-    action: str = ""  # rotated, skipped, failed; with --dry-run "would be rotated" for rotated
-    reason: str = ""
-    token_source: str | None = None
-    source_access: str = ""
-    source_context: str | None = None
-    source_server: str | None = None
-    service_account: str | None = None  # namespace/name
-    secret: str = ""  # the kubeconfig Secret, namespace/name
-    control_plane: str = ""
-    verify_at: str | None = None  # where the new token is (or would be) checked
-    old_expiry: str | None = None
-    new_expiry: str | None = None
-    new_token_secret: str | None = None
-    old_token_secret: str | None = None
-    revoked: bool | None = None
-    revocation: str = ""
-    both_valid_seconds: float | None = None
-    revoked_after_seconds: float | None = None  # from minting the new token to deleting the old token Secret
-    operator: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    # In memory only (never in a result): the source client (closed by `rotate`), and what revocation
-    # needs, set together with action "rotated".
-    _src: kube.KubeClient | None = field(default=None, repr=False)
-    _rotated: _Rotated | None = field(default=None, repr=False)
-
-    @property
-    def switches(self) -> bool:
-        """The Secret's data changes (or would): the operator restarts to load it."""
-        return self.action in ("rotated", WOULD_ROTATE)
-
-    def objects(self) -> list[dict]:
-        """Each object the rotation writes (with --dry-run: would write), in order, and why."""
-        if not self.switches:
-            return []
-        would = "would be " if self.action == WOULD_ROTATE else ""
-        ns, _, sa = (self.service_account or "").partition("/")
-        new: dict
-        if self.token_source == "secret":
-            new = {"kind": "Secret", "name": f"{ns}/{self.new_token_secret or sa + '-token-<generated>'}",
-                   "context": self.source_context, "action": would + "created",
-                   "why": f"the new token of service account {self.service_account}, filled by the token controller"}
-        else:
-            new = {"kind": "TokenRequest", "name": self.service_account, "context": self.source_context,
-                   "action": would + "requested", "why": "a new bound token with the old one's lifetime"}
-        out = [new, {"kind": "Secret", "name": self.secret, "context": self.control_plane, "action": would + "updated",
-                     "why": f"in place, only the token changes, once it authenticates at {self.verify_at}"}]
-        if self.old_token_secret:
-            out.append({"kind": "Secret", "name": f"{ns}/{self.old_token_secret}", "context": self.source_context,
-                        "action": would + "deleted" if self.revoked else "kept",
-                        "why": "revokes the old token" if self.revoked else self.revocation})
-        return out
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "context": self.context, "action": self.action, "reason": self.reason,
-                "tokenSource": self.token_source, "serviceAccount": self.service_account,
-                "sourceAccess": self.source_access, "sourceContext": self.source_context,
-                "sourceServer": self.source_server, "secret": self.secret,
-                "verifiedAt": self.verify_at if self.action == "rotated" else None,
-                "oldTokenExpiry": self.old_expiry, "newTokenExpiry": self.new_expiry,
-                "newTokenSecret": self.new_token_secret, "oldTokenSecret": self.old_token_secret,
-                "revoked": self.revoked, "revocation": self.revocation,
-                "bothValidSeconds": None if self.both_valid_seconds is None else round(self.both_valid_seconds, 3),
-                "revokedAfterSeconds": None if self.revoked_after_seconds is None
-                else round(self.revoked_after_seconds, 3),
-                "objects": self.objects(), "restartsOperator": self.switches, "operator": self.operator,
-                "warnings": self.warnings}
-
-
-def _source_client(opts: RotateOptions, entry: Entry, src_doc: dict | None) -> tuple[kube.KubeClient, str]:
+def source_client(entry: Entry, src_doc: dict | None, src_kubeconfig: Path | None,
+                  src_context: str | None) -> tuple[kube.KubeClient, str]:
     """The client that mints and revokes: the user's --src-kubeconfig (trusted), else the stored
     credentials themselves (the operator's own service account, as a CronJob in the control plane has)."""
     if src_doc is not None:
-        context = opts.src_context or entry.context
+        context = src_context or entry.context
         if context not in kc.context_names(src_doc):
             raise UsageError(f"--src-kubeconfig has no context {context!r} for ClientConfig {entry.name}: pass "
                              f"--src-context")
-        return kube.KubeClient(src_doc, context, str(opts.src_kubeconfig.parent) if opts.src_kubeconfig else "",
+        return kube.KubeClient(src_doc, context, str(src_kubeconfig.parent) if src_kubeconfig else "",
                                source="the source kubeconfig"), f"--src-kubeconfig context {context}"
     doc, _ = entry.stored.usable_kubeconfig()
     return kube.KubeClient(doc, entry.context, trusted=False,
                            source=f"the kubeconfig of ClientConfig {entry.name}"), "the stored credentials"
 
 
-def _admit(client: kube.KubeClient, entry: Entry, opts: RotateOptions,
-           now: float) -> tuple[Rotation, ServiceAccountRef | None]:
-    """The rotation of `entry` and its service account, or (failed or skipped) None: decided without network."""
-    rot = Rotation(entry.name, entry.context, token_source=entry.token_source, control_plane=client.context,
-                   secret=f"{entry.namespace}/{entry.secret_name}")
-    if not entry.stored.usable:
-        rot.action, rot.reason = "failed", entry.stored.problem or "unusable"
-        return rot, None
-    facts = entry.facts
-    rot.old_expiry = iso(facts.expires_at)
-    if not entry.token:
-        rot.action, rot.reason = "failed", (f"it authenticates with a {entry.auth}, not a service-account token: "
-                                            f"register it again with create-clientconfig")
-        return rot, None
-    account = facts.account
-    if account is None:
-        rot.action, rot.reason = "failed", "its token is not a service-account token (no namespace or name in it)"
-        return rot, None
-    rot.service_account = f"{account.namespace}/{account.name}"
-    if opts.if_expiring_within is not None:
-        if facts.expires_at is None:
-            rot.action, rot.reason = "skipped", "its token never expires (a token Secret's token)"
-            return rot, None
-        left = facts.expires_at - now
-        if left > opts.if_expiring_within:
-            rot.action, rot.reason = "skipped", (f"its token expires in {durations.show(left)}, later than "
-                                                 f"--if-expiring-within {durations.show(opts.if_expiring_within)}")
-            return rot, None
-    return rot, account
-
-
-def _open_source(rot: Rotation, opts: RotateOptions, entry: Entry, src_doc: dict | None) -> str | None:
-    """Connects `rot` to its source cluster; returns the address the new token is checked through
-    instead of the stored server (--no-verify-server), or None for the stored server."""
-    rot._src, rot.source_access = _source_client(opts, entry, src_doc)
-    rot.source_context, rot.source_server = rot._src.context, rot._src.server
-    via = None if opts.verify_server or _same_server(rot._src.server, entry.server) else rot._src.server
-    rot.verify_at = via or entry.server
-    return via
-
-
-def _same_server(a: str | None, b: str | None) -> bool:
-    return (a or "").rstrip("/") == (b or "").rstrip("/")
-
-
-def _reaches_stored_server_first(rot: Rotation, entry: Entry, via: str | None) -> bool:
-    """Whether the stored server must be seen to answer before a token is minted: only when the source
-    is reached elsewhere (--src-kubeconfig) and the new token is to be checked there."""
-    return via is None and rot.source_access != "the stored credentials" and not _same_server(rot.source_server,
-                                                                                               entry.server)
-
-
-def _reach_stored_server(entry: Entry, src: kube.KubeClient) -> None:
-    """Any answer of the stored server will do (the old token may have expired: that is why one rotates);
-    none means the new token could not be checked there, so none is minted."""
-    doc, _ = entry.stored.usable_kubeconfig()
-    with kube.KubeClient(doc, entry.context, trusted=False, timeout=src.timeout,
-                         source=f"the kubeconfig of ClientConfig {entry.name}") as stored:
-        try:
-            stored.request("GET", "/version")
-        except kube.ApiError:
-            return
-        except kube.Unreachable as e:
-            if e.tls:
-                raise ClusterError(f"the stored server {entry.server} does not work with the stored CA ({e.cause}): "
-                                   f"it is not the API server of {entry.context}; register it again with "
-                                   f"create-clientconfig") from None
-            raise ClusterError(f"the stored server {entry.server} cannot be reached from here ({e.cause or e}), so "
-                               f"a new token could not be checked there: if only the operator's pods can reach it, "
-                               f"pass --no-verify-server to check it through {src.context}'s address "
-                               f"{src.server} instead") from None
-
-
-def _mint_secret_token(src: kube.KubeClient, account: ServiceAccountRef, timeout: float,
-                       progress: Progress) -> tuple[str, str]:
-    ns, sa = account.namespace, account.name
-    secret = src.create(kube.SECRET, {
-        "apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
-        "metadata": {"generateName": f"{sa}-token-", "namespace": ns, "labels": dict(MANAGED_BY),
-                     "annotations": {SA_NAME_ANNOTATION: sa}}}, ns)
-    name = secret["metadata"]["name"]
-
-    def filled() -> str | None:
-        data = (src.get(kube.SECRET, name, ns).get("data") or {}).get("token")
-        return base64.b64decode(data).decode() if data else None
-
-    try:
-        token = waiting.until(filled, timeout=timeout, interval=0.2, progress=progress,
-                              what=f"waiting for the token controller to fill {ns}/{name}",
-                              message=f"token Secret {ns}/{name} in {src.context} was not filled within "
-                                      f"{timeout:.0f}s: is kube-controller-manager's token controller running?")
-    except K8sctlError:
-        _delete_quietly(src, name, ns)
-        raise
-    redact.remember(token)
-    return token, name
-
-
-def _request_token(src: kube.KubeClient, facts: TokenFacts) -> tuple[str, float | None]:
-    body: dict = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
-    if facts.expires_at and facts.issued_at and facts.expires_at - facts.issued_at >= 600:
-        body["spec"]["expirationSeconds"] = int(facts.expires_at - facts.issued_at)  # the same lifetime as before
-    resp = src.request("POST", kube.SERVICEACCOUNT.path(facts.namespace, facts.service_account, "token"), body)
-    token = resp["status"]["token"]
-    redact.remember(token)
-    return token, token_facts(token).expires_at
-
-
-def _delete_quietly(client: kube.KubeClient, name: str, namespace: str) -> None:
-    try:
-        client.delete(kube.SECRET, name, namespace)
-    except K8sctlError:
-        pass
-
-
-def with_token(doc: dict, user_name: str, token: str) -> dict:
-    """A copy of kubeconfig `doc` whose user `user_name` carries `token` (everything else kept)."""
-    out = copy.deepcopy(doc)
-    for u in out.get("users") or []:
-        if u.get("name") == user_name:
-            u["user"] = {**(u.get("user") or {}), "token": token}
-    return out
-
-
-def _verify_new(entry: Entry, account: ServiceAccountRef, doc: dict, via: str | None,
-                progress: Progress) -> Registration:
-    """create-clientconfig's check of a kubeconfig before it is stored: it must authenticate as
-    `account` at the stored server, or through `via` (--no-verify-server)."""
-    reg = Registration(source_context=entry.context, name=entry.name, secret_name=entry.secret_name,
-                       context_name=entry.context, src_namespace=account.namespace, server=entry.server or "",
-                       server_reason=f"stored in Secret {entry.namespace}/{entry.secret_name}",
-                       token_source=entry.token_source or "", service_account=account.name, kubeconfig_doc=doc)
-    verify_new_kubeconfig(reg, via, account.namespace, account.name, progress)
-    return reg
-
-
-def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_doc: dict | None,
-                now: float, progress: Progress) -> Rotation:
-    rot, account = _admit(client, entry, opts, now)
-    if account is None:
-        return rot
-    old_doc, view = entry.stored.usable_kubeconfig()
-    facts = entry.facts
-    via = _open_source(rot, opts, entry, src_doc)
-    src = rot._src
-    assert src is not None
-    before_hashes = api.operator_hashes(entry.clientconfig)
-    switched = False
-    try:
-        if _reaches_stored_server_first(rot, entry, via):
-            _reach_stored_server(entry, src)
-        progress(f"{entry.name}: getting a new token for {account.subject}")
-        if rot.token_source == "secret":
-            new_token, rot.new_token_secret = _mint_secret_token(src, account, opts.token_timeout, progress)
-            rot.old_token_secret = facts.secret_name
-        else:
-            new_token, new_exp = _request_token(src, facts)
-            rot.new_expiry = iso(new_exp)
-        minted_at = time.monotonic()
-        new_doc = with_token(old_doc, view.user_name, new_token)
-        rot.warnings += _verify_new(entry, account, new_doc, via, progress).warnings
-        progress(f"{entry.name}: updating Secret {rot.secret} in place")
-        _write_secret(client, entry, new_doc)
-        switched = True
-        # Verify what is stored, not what was sent: read it back through the one parser.
-        stored = api.parse_stored_kubeconfig(client.get(kube.SECRET, entry.secret_name, entry.namespace),
-                                             rot.secret, entry.context)
-        if api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token != new_token:
-            raise ClusterError(f"Secret {rot.secret} changed while it was being rotated (another writer?)")
-        _verify_new(entry, account, stored, via, progress)
-    except K8sctlError as e:
-        why = _source_hint(e, rot)
-        if switched:
-            rot.action, rot.reason = "failed", f"{why}; Secret {rot.secret} was updated, the old credential was kept"
-        else:
-            if rot.new_token_secret:  # nothing switched to it: take the unused credential back
-                _delete_quietly(src, rot.new_token_secret, account.namespace)
-            rot.action, rot.reason = "failed", f"{why}; Secret {rot.secret} was not changed"
-        return rot
-    rot.action = "rotated"
-    rot._rotated = _Rotated(entry, src, old_doc if via is None else with_server(old_doc, via), minted_at,
-                            before_hashes)
-    return rot
-
-
-def _mint_verb(rot: Rotation) -> str:
-    return "request tokens" if rot.token_source == "request" else "create Secrets"
-
-
-_MINT_RIGHTS = ("pass --src-kubeconfig, or for TokenRequest grant serviceaccounts/token create as in "
-                "examples/rotate-cronjob/data-plane.yaml")
-
-
-def _source_hint(e: K8sctlError, rot: Rotation) -> str:
-    text = " ".join(str(e).split())
-    if rot.source_access != "the stored credentials":
-        return text
-    if isinstance(e, kube.ApiError) and e.status == 403:
-        text += f" (the stored credentials may not {_mint_verb(rot)} for themselves: {_MINT_RIGHTS})"
-    elif isinstance(e, kube.Unreachable) and not e.tls:
-        text += (" (without --src-kubeconfig, rotate reaches the cluster at the stored server: if only the "
-                 "operator's pods can reach it, pass --src-kubeconfig and --no-verify-server)")
-    return text
-
-
-def _write_secret(client: kube.KubeClient, entry: Entry, new_doc: dict) -> None:
-    """Server-side apply of the new kubeconfig into the same Secret (never delete-then-create), with
-    the resourceVersion read as precondition so a concurrent change is not overwritten."""
-    secret = entry.secret
-    if secret is None:  # a usable entry was read with its Secret
-        raise api.BrokenClientConfig(f"Secret {entry.namespace}/{entry.secret_name} not found")
-    meta = secret["metadata"]
-    if is_managed(secret):
-        body = secret_manifest(entry.secret_name, entry.namespace, kc.dump(new_doc))
-        body["type"] = secret.get("type", body["type"])
-    else:  # not ours: change the one key, take over nothing else (labels, type stay theirs)
-        body = {"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": entry.secret_name, "namespace": entry.namespace},
-                "data": {api.KUBECONFIG_KEY: base64.b64encode(kc.dump(new_doc).encode()).decode()}}
-    body["metadata"]["resourceVersion"] = meta["resourceVersion"]
-    client.apply(kube.SECRET, body, force=True)
-
-
-def _holders_of(entries: list[Entry], server: str | None, facts: TokenFacts) -> list[str]:
+def holders_of(entries: list[Entry], server: str | None, facts: TokenFacts) -> list[str]:
     """ClientConfigs whose stored token comes from the same token Secret (same server and namespace)."""
     return [e.name for e in entries if e.token and e.server == server and e.facts.secret_name == facts.secret_name
             and e.facts.namespace == facts.namespace]
-
-
-def _why_kept(rot: Rotation, facts: TokenFacts, still_using: list[str]) -> str | None:
-    """Why the old token is not revoked, as far as the token itself tells (None: see `_why_not_deleted`)."""
-    if rot.token_source != "secret":
-        return (f"a TokenRequest token cannot be revoked: the old one stays valid until {rot.old_expiry}"
-                if rot.old_expiry else "a TokenRequest token cannot be revoked")
-    if not facts.secret_name:
-        return "the old token names no token Secret: nothing to delete"
-    if still_using:
-        return (f"kept the old token Secret {facts.namespace}/{facts.secret_name}: ClientConfig "
-                f"{', '.join(still_using)} still use(s) it (rotate them too, e.g. --all)")
-    return None
-
-
-def _why_not_deleted(facts: TokenFacts, old: dict | None) -> str | None:
-    """Why the old token Secret, as read, is not deleted (None: it is the account's token Secret)."""
-    if old is None:
-        return f"the old token Secret {facts.namespace}/{facts.secret_name} is already gone"
-    annotations = (old.get("metadata") or {}).get("annotations") or {}
-    if old.get("type") != SA_TOKEN_TYPE or annotations.get(SA_NAME_ANNOTATION) != facts.service_account:
-        return f"{facts.namespace}/{facts.secret_name} is not a token Secret of {facts.service_account}: not deleted"
-    return None
-
-
-def _revoke(rot: Rotation, rotated: _Rotated, still_using: list[str], deleted: set, progress: Progress) -> None:
-    entry, src = rotated.entry, rotated.src
-    facts = entry.facts
-    key = (entry.server, facts.namespace, facts.secret_name)
-    if key in deleted:  # several ClientConfigs shared it: deleted once, for all of them
-        rot.revoked, rot.revocation = True, f"deleted token Secret {facts.namespace}/{facts.secret_name}"
-        return
-    name = facts.secret_name or ""
-    kept = _why_kept(rot, facts, still_using)
-    if kept is None:
-        kept = _why_not_deleted(facts, src.get_or_none(kube.SECRET, name, facts.namespace))
-    if kept is not None:
-        rot.revoked, rot.revocation = False, kept
-        return
-    progress(f"{entry.name}: revoking the old token (deleting token Secret {facts.namespace}/{name})")
-    src.delete(kube.SECRET, name, facts.namespace)
-    deleted.add(key)
-    rot.revoked_after_seconds = time.monotonic() - rotated.minted_at
-    rot.revoked = True
-    rot.revocation = f"deleted token Secret {facts.namespace}/{name}"
-
-
-def _until_rejected(rot: Rotation, rotated: _Rotated, timeout: float = 15.0) -> float | None:
-    """Seconds from minting the new token until the old one is rejected (401), seen from here.
-
-    kube-apiserver caches successful token authentications for 10 s, so a deleted token
-    Secret's token keeps working for up to that long: rotate says when it stopped."""
-    def rejected() -> bool | None:
-        try:
-            with kube.KubeClient(rotated.old_doc, rot.context, trusted=False, timeout=(2.0, 2.0),
-                                 source="the old kubeconfig") as old:
-                old.whoami()
-        except kube.ApiError as e:
-            return True if e.status == 401 else None
-        except K8sctlError:
-            return False  # cannot tell from here (unreachable): no figure
-        return None
-
-    try:
-        seen = waiting.until(rejected, timeout=timeout, interval=0.1, message="old token still accepted")
-    except waiting.TimedOut:
-        rot.revocation += f"; the old token was still accepted {timeout:.0f}s later"
-        return None
-    return time.monotonic() - rotated.minted_at if seen else None
-
-
-def _mint_review(rot: Rotation, account: ServiceAccountRef) -> dict:
-    """The access review of what minting needs: create a token Secret, or a TokenRequest for the account."""
-    if rot.token_source == "secret":
-        return _access_review(account.namespace, "", "secrets")
-    return _access_review(account.namespace, "", "serviceaccounts", subresource="token", name=account.name)
-
-
-def _plan_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_doc: dict | None,
-              now: float) -> tuple[Rotation, dict | None]:
-    """What `_rotate_one` would do, and the old token Secret, found by reading only: the source is
-    asked whether its credentials may mint (an access review), never to mint."""
-    rot, account = _admit(client, entry, opts, now)
-    if account is None:
-        return rot, None
-    facts = entry.facts
-    via = _open_source(rot, opts, entry, src_doc)
-    src = rot._src
-    assert src is not None
-    old_name = facts.secret_name if rot.token_source == "secret" else None
-    if via is not None:
-        rot.warnings.append(f"--no-verify-server: the new token would be checked through {via}; the stored server "
-                            f"{entry.server} would not be contacted")
-    try:
-        with ThreadPoolExecutor(max_workers=3) as reads:  # one round trip
-            review = reads.submit(src.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
-                                  _mint_review(rot, account))
-            old = reads.submit(src.get_or_none, kube.SECRET, old_name, account.namespace) if old_name else None
-            if _reaches_stored_server_first(rot, entry, via):
-                reads.submit(_reach_stored_server, entry, src).result()
-            allowed = bool((review.result().get("status") or {}).get("allowed"))
-            old_secret = old.result() if old else None
-    except K8sctlError as e:
-        rot.action, rot.reason = "failed", _source_hint(e, rot)
-        return rot, None
-    if not allowed:
-        rot.action = "failed"
-        rot.reason = (f"{rot.source_access} may not {_mint_verb(rot)} in namespace {account.namespace} of "
-                      f"{src.context}: rotating would fail (403)"
-                      + (f"; {_MINT_RIGHTS}" if rot.source_access == "the stored credentials" else ""))
-        return rot, None
-    rot.action, rot.old_token_secret = WOULD_ROTATE, old_name
-    return rot, old_secret
-
-
-def _dry_run(client: kube.KubeClient, namespace: str, entries: list[Entry], opts: RotateOptions,
-             src_doc: dict | None, now: float, progress: Progress) -> list[Rotation]:
-    """Every rotation as `rotate` would do it, each cluster read at once; no token, no write."""
-    progress(f"reading what rotating {len(entries)} ClientConfig(s) needs")
-    with ThreadPoolExecutor(max_workers=max(1, min(_MAX_PARALLEL, len(entries)))) as pool:
-        plans = list(pool.map(lambda e: _plan_one(client, e, opts, src_doc, now), entries))
-    for rot, _ in plans:
-        if rot._src is not None:
-            rot._src.close()
-    going = {rot.name for rot, _ in plans if rot.action == WOULD_ROTATE}
-    if going:
-        everyone = read_entries(client, namespace)  # who would still hold each old token
-        by_name = {e.name: e for e in entries}
-        for rot, old_secret in plans:
-            if rot.action == WOULD_ROTATE:
-                entry = by_name[rot.name]
-                still_using = [n for n in _holders_of(everyone, entry.server, entry.facts) if n not in going]
-                kept = _why_kept(rot, entry.facts, still_using) or _why_not_deleted(entry.facts, old_secret)
-                rot.revoked = kept is None
-                rot.revocation = kept or f"would delete token Secret {entry.facts.namespace}/{rot.old_token_secret}"
-    return [rot for rot, _ in plans]
-
-
-def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
-           progress: Progress = lambda s: None) -> list[Rotation]:
-    """Rotate each ClientConfig's token: new token, verified, Secret updated in place and read back;
-    only once every Secret is switched, the old token Secrets nobody uses any more are deleted.
-    With `dry_run`, what it would do, found by reading only: no token is minted, nothing written."""
-    opts.validate()
-    src_doc = kc.load([opts.src_kubeconfig]) if opts.src_kubeconfig else None
-    entries = read_entries(client, namespace, opts.names or None)
-    if not entries:
-        return []
-    if src_doc is not None:  # bad input is found before anything is rotated
-        for entry in entries:
-            context = opts.src_context or entry.context
-            if entry.token and context not in kc.context_names(src_doc):
-                raise UsageError(f"--src-kubeconfig has no context {context!r} for ClientConfig {entry.name}: "
-                                 f"pass --src-context, or a kubeconfig naming its contexts like the ClientConfigs")
-    now = time.time()
-    if opts.dry_run:
-        return _dry_run(client, namespace, entries, opts, src_doc, now, progress)
-    rotations = []
-    try:
-        for entry in entries:  # one after another: each may restart the operator; the first failure stops none
-            try:
-                rotations.append(_rotate_one(client, entry, opts, src_doc, now, progress))
-            except K8sctlError as e:
-                rotations.append(Rotation(entry.name, entry.context, action="failed", reason=" ".join(str(e).split())))
-        done = [(r, r._rotated) for r in rotations if r._rotated is not None]  # action "rotated"
-        if done:
-            after = read_entries(client, namespace)  # who still holds each old token, after the switch
-            deleted: set = set()
-            for r, rotated in done:
-                try:
-                    _revoke(r, rotated, _holders_of(after, rotated.entry.server, rotated.entry.facts), deleted,
-                            progress)
-                except K8sctlError as e:
-                    r.revoked, r.revocation = False, f"could not delete the old token Secret: {' '.join(str(e).split())}"
-            revoked = [(r, rotated) for r, rotated in done if r.revoked_after_seconds is not None]
-            if revoked:
-                progress("waiting until the old tokens are rejected (the API server caches them up to 10 s)")
-                with ThreadPoolExecutor(max_workers=min(_MAX_PARALLEL, len(revoked))) as pool:
-                    waits = [(r, pool.submit(_until_rejected, r, rotated)) for r, rotated in revoked]
-                    for r, wait in waits:
-                        r.both_valid_seconds = wait.result()
-            if opts.wait_operator is not None:
-                for r, rotated in done:
-                    try:
-                        wait_operator_loaded(client, rotated.entry.version, r.name, namespace, rotated.before_hashes,
-                                             opts.wait_operator, progress)
-                        r.operator = "loaded"
-                    except waiting.TimedOut as e:
-                        r.operator = f"timeout: {e}"
-    finally:
-        for r in rotations:
-            if r._src is not None:
-                r._src.close()
-    return rotations
 
 
 # --- delete ---------------------------------------------------------------------------------
@@ -990,10 +451,8 @@ def delete(client: kube.KubeClient, namespace: str, opts: DeleteOptions,
         if not entry.stored.usable or not entry.token or not token_secret_name:
             raise UsageError(f"--revoke: ClientConfig {entry.name} holds no token from a token Secret (only those can "
                              f"be revoked){': ' + entry.stored.problem if entry.stored.problem else ''}")
-        rotate_opts = RotateOptions(names=[entry.name], src_kubeconfig=opts.src_kubeconfig,
-                                    src_context=opts.src_context)
         src_doc = kc.load([opts.src_kubeconfig]) if opts.src_kubeconfig else None
-        src, access = _source_client(rotate_opts, entry, src_doc)
+        src, access = source_client(entry, src_doc, opts.src_kubeconfig, opts.src_context)
         revoking = (src, token_secret_name)
         result.notes.append(f"the token Secret is deleted through {access}")
     before_available = None
@@ -1028,7 +487,7 @@ def delete(client: kube.KubeClient, namespace: str, opts: DeleteOptions,
         if revoking is not None:
             src, token_secret_name = revoking
             facts = entry.facts
-            holders = [n for n in _holders_of(entries, entry.server, facts) if n != entry.name]
+            holders = [n for n in holders_of(entries, entry.server, facts) if n != entry.name]
             token_secret = f"{facts.namespace}/{token_secret_name}"
             if holders:
                 result.objects.append({"kind": "Secret", "name": token_secret, "action": "kept",

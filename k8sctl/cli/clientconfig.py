@@ -229,9 +229,9 @@ def rotate_cmd(
     output: Output = OutputOption,
 ) -> None:
     """New token for the same service account, verified, Secret updated in place, then the old token revoked."""
-    from k8sctl import durations, lifecycle
+    from k8sctl import durations, rotation
 
-    opts = lifecycle.RotateOptions(
+    opts = rotation.RotateOptions(
         names=list(names or []), all=all_, src_kubeconfig=src_kubeconfig.expanduser() if src_kubeconfig else None,
         src_context=src_context, token_timeout=token_timeout, wait_operator=wait_seconds(wait_operator),
         if_expiring_within=durations.parse(if_expiring_within, "--if-expiring-within")
@@ -239,7 +239,7 @@ def rotate_cmd(
     opts.validate()
     conn = connect(kubeconfig, context, namespace, request_timeout)
     with conn.client() as client, Spinner("reading" if dry_run else "rotating") as spinner:
-        rotations = lifecycle.rotate(client, conn.namespace, opts, progress=spinner.update)
+        rotations = rotation.rotate(client, conn.namespace, opts, progress=spinner.update)
     data = {"context": conn.context, "namespace": conn.namespace, "dryRun": dry_run,
             "rotations": [r.as_dict() for r in rotations], "changed": any(r.switches for r in rotations),
             "restartsOperator": any(r.switches for r in rotations)}

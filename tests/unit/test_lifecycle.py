@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from pathlib import Path
 
 import pytest
 import typer
@@ -103,13 +102,6 @@ def test_recorded_token_source_wins_and_changing_it_is_an_update():
     assert not clientconfigs.clientconfig_spec_changed(cc, other)  # no operator restart
 
 
-def test_with_token_changes_only_the_token():
-    doc = kubeconfig()
-    new = lifecycle.with_token(doc, "u", "new-token-value")
-    assert new["users"][0]["user"] == {"token": "new-token-value"} and doc["users"][0]["user"]["token"] == LEGACY
-    assert new["clusters"] == doc["clusters"]
-
-
 def test_operator_annotations():
     assert not api.operator_loaded({"metadata": {"annotations": {api.RESOURCE_HASH_ANNOTATION: "a"}}})
     assert api.operator_loaded({"metadata": {"annotations": {api.RESOURCE_HASH_ANNOTATION: "a",
@@ -164,15 +156,3 @@ def test_wait_operator_takes_an_optional_value():
     assert common.wait_seconds("90s") == 90 and common.wait_seconds(None) is None
     with pytest.raises(UsageError):
         common.wait_seconds("0")
-
-
-def test_rotate_options_are_validated():
-    with pytest.raises(UsageError, match="--all"):
-        lifecycle.RotateOptions().validate()
-    with pytest.raises(UsageError, match="--all"):
-        lifecycle.RotateOptions(names=["a"], all=True).validate()
-    with pytest.raises(UsageError, match="--src-context"):
-        lifecycle.RotateOptions(all=True, src_context="c").validate()
-    with pytest.raises(UsageError, match="--no-verify-server checks the new token through --src-kubeconfig"):
-        lifecycle.RotateOptions(all=True, verify_server=False).validate()
-    lifecycle.RotateOptions(all=True, verify_server=False, src_kubeconfig=Path("src.yaml"), dry_run=True).validate()
