@@ -1,6 +1,7 @@
 """CLI edge: help stays fast (no kubernetes import), errors are one line with exit codes."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -11,13 +12,36 @@ from k8sctl.cli import app
 
 
 def test_help_does_not_import_the_kubernetes_client():
-    code = ("import sys, runpy; sys.argv=['k8sctl','--help']\n"
-            "try:\n runpy.run_module('k8sctl', run_name='__main__')\n"
+    code = ("import sys; sys.argv=['k8sctl','--help']\n"
+            "from k8sctl.cli import app\n"
+            "try:\n app()\n"
             "except SystemExit: pass\n"
             "bad=[m for m in sys.modules if m.split('.')[0] in ('kubernetes','cryptography','urllib3')]\n"
             "print('LOADED', bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "LOADED []" in out
+
+
+def test_the_command_exits_with_its_code_and_all_its_output(tmp_path):
+    """main() ends the process without the interpreter's teardown: what was printed must all be
+    there (a file, not a terminal: fully buffered), and the exit code must be the command's."""
+    out = tmp_path / "out.json"
+    # A command that writes its result as `render` does (sys.stdout.write, no flush): its last
+    # lines are still in the buffer when it returns.
+    code = ("import sys\nimport k8sctl.cli as cli\n"
+            "def command():\n    for _ in range(1000):\n        sys.stdout.write('x')\n"
+            "    sys.stdout.write('\\nend\\n')\n    raise SystemExit(3)\n"
+            "cli.app = command\ncli.main()\n")
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as users run it
+    with out.open("w") as f:
+        r = subprocess.run([sys.executable, "-c", code], stdout=f, stderr=subprocess.PIPE, text=True, env=buffered)
+    assert r.returncode == 3 and out.read_text().endswith("x\nend\n"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "k8sctl", "create-clientconfig", "--bogus"], capture_output=True,
+                       text=True)
+    assert r.returncode == 2 and "No such option: --bogus" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "k8sctl", "create-clientconfig", "--src-kubeconfig", "/nonexistent"],
+                       capture_output=True, text=True, env={**os.environ, "KUBECONFIG": "/nonexistent/kc"})
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
 
 
 def test_version_and_usage_errors():
