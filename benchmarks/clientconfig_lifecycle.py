@@ -134,8 +134,7 @@ def main() -> None:
         d = Path(tmp) / "sb"
         state = cluster.up(d, 3, bins)
         try:
-            for c in state.clusters:
-                crds_and_identity.install(c.kubeconfig, c.context)
+            crds_and_identity.install_all(state)
             admins = [kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context, stats=kube.RequestStats())
                       for c in state.clusters]
             relayed = {i: relay.add(int(c.server.rsplit(":", 1)[1])) for i, c in enumerate(state.clusters)}

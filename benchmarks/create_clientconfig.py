@@ -49,8 +49,7 @@ def main() -> None:
         d = Path(tmp) / "sb"
         t0 = time.perf_counter()
         state = cluster.up(d, 3, bins)
-        for c in state.clusters:
-            crds_and_identity.install(c.kubeconfig, c.context)
+        crds_and_identity.install_all(state)
         print(f"sandbox of 3 clusters ready in {time.perf_counter() - t0:.1f}s")
         try:
             def argv(src: int, name: str) -> list[str]:

@@ -47,8 +47,8 @@ def k8ssandra_cluster(name: str, contexts: list[str]) -> dict:
     }
 
 
-def measure(local: kube.KubeClient, name: str, requests: Requests) -> tuple[float, int, int, int]:
-    """Wall time, requests, dry runs and real writes of one reconcile."""
+def timed_reconcile(local: kube.KubeClient, name: str, requests: Requests):
+    """One reconcile (no gating), its requests logged afresh: its result and wall time."""
     requests.log.clear()
     t0 = time.perf_counter()
     cache = ClientCache.from_clientconfigs(local, NS)
@@ -56,10 +56,17 @@ def measure(local: kube.KubeClient, name: str, requests: Requests) -> tuple[floa
         result = run(ReconcileOptions(name=name, namespace=NS, gate=False), cache)
     finally:
         cache.close()
+    elapsed = time.perf_counter() - t0
     assert not result.failed, [r.error for r in result.datacenters if r.error]
+    return result, elapsed
+
+
+def measure(local: kube.KubeClient, name: str, requests: Requests) -> tuple[float, int, int, int]:
+    """Wall time, requests, dry runs and real writes of one reconcile."""
+    _, elapsed = timed_reconcile(local, name, requests)
     dry = sum(1 for _, d in requests.log if d)
     writes = sum(1 for m, d in requests.log if m != "GET" and not d)
-    return time.perf_counter() - t0, len(requests.log), dry, writes
+    return elapsed, len(requests.log), dry, writes
 
 
 def demo(name: str, contexts: list[str]) -> dict:
@@ -105,8 +112,7 @@ def crd_forms(bins: binaries.Binaries, rtts_ms: list[int], requests: Requests) -
         d = Path(tmp) / "sb"
         state = cluster.up(d, 3, bins, prefix="bench")
         try:
-            for c in state.clusters:
-                crds_and_identity.install(c.kubeconfig, c.context)
+            crds_and_identity.install_all(state)
             forms = {"production": state.clusters[1], "unpatched": state.clusters[2]}
             for form, c in forms.items():
                 client = kube.KubeClient(kc.read_file(Path(c.kubeconfig)), c.context)
@@ -127,15 +133,7 @@ def crd_forms(bins: binaries.Binaries, rtts_ms: list[int], requests: Requests) -
                     name = f"demo-{form}-{rtt}"
                     local.apply(k8c.RESOURCE, demo(name, [f"{form}-{n}" for n in (1, 2, 3)]), force=True)
                     for run_name in ("first run", "no-op run"):
-                        requests.log.clear()
-                        t0 = time.perf_counter()
-                        cache = ClientCache.from_clientconfigs(local, NS)
-                        try:
-                            result = run(ReconcileOptions(name=name, namespace=NS, gate=False), cache)
-                        finally:
-                            cache.close()
-                        elapsed = time.perf_counter() - t0
-                        assert not result.failed, [r.error for r in result.datacenters if r.error]
+                        result, elapsed = timed_reconcile(local, name, requests)
                         sources = sorted({r.config_source or "-" for r in result.datacenters})
                         acts = ",".join(r.action for r in result.datacenters)
                         in_a_row = f" ~{elapsed / requests.rtt:4.1f} in a row" if requests.rtt else ""
@@ -164,8 +162,7 @@ def main() -> None:
         d = Path(tmp) / "sb"
         state = cluster.up(d, 4, bins)
         try:
-            for c in state.clusters:
-                crds_and_identity.install(c.kubeconfig, c.context)
+            crds_and_identity.install_all(state)
             for c in state.clusters[1:]:
                 opts = clientconfigs.CreateOptions(src_kubeconfig=Path(c.kubeconfig),
                                                    dest_kubeconfig=[Path(state.clusters[0].kubeconfig)],

@@ -22,14 +22,13 @@ import math
 import os
 import shutil
 import ssl
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k8sctl import kubeconfig as kc
-from k8sctl.errors import SandboxError, UsageError
+from k8sctl.errors import UsageError
 from k8sctl.sandbox import interrupts, processes
 from k8sctl.sandbox.binaries import Binaries
 from k8sctl.sandbox.pki import ClusterPKI, generate_cluster_pki
@@ -123,27 +122,6 @@ def _https_get(port: int, path: str, pki: ClusterPKI, timeout: float = 2.0) -> i
         return conn.getresponse().status
     finally:
         conn.close()
-
-
-def _wait(what: str, check: Callable[[], bool], procs: list[processes.Started], timeout: float) -> None:
-    """Poll `check` until true; fail at once with the log path if one of `procs` exits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for p in procs:
-            code = p.exit_code()
-            if code is not None:
-                why = " because its port was taken by another process (a port race: run again)" \
-                    if processes.bind_failure(p.log) else ""
-                raise SandboxError(f"{p.name} exited at start (exit code {code}){why}; read {p.log}")
-        try:
-            if check():
-                return
-        except (OSError, ssl.SSLError, http.client.HTTPException):
-            pass
-        if time.monotonic() > deadline:
-            logs = ", ".join(str(p.log) for p in procs)
-            raise SandboxError(f"{what} not ready after {timeout:.0f}s; read {logs}")
-        time.sleep(0.1)
 
 
 def _apiserver_argv(bins: Binaries, pki: ClusterPKI, port: int, etcd_url: str, name: str) -> list[str]:
@@ -272,7 +250,7 @@ class _Launcher:
         return processes.start(name, argv, self.run_dir, self.log_dir, {"GOMAXPROCS": "2"})
 
     def wait(self, what: str, check: Callable[[], bool], procs: list[processes.Started]) -> None:
-        _wait(what, check, procs, self.timeout)
+        processes.wait_ready(what, check, procs, self.timeout)
 
 
 @dataclass

@@ -52,6 +52,13 @@ def signals_raise() -> Iterator[None]:
     def handler(signum, frame):
         raise _interrupt(signum)
 
+    with _handled_by(handler):
+        yield
+
+
+@contextmanager
+def _handled_by(handler) -> Iterator[None]:
+    """Within: `handler` for every signal of SIGNALS; the previous handlers back on leaving."""
     old = {s: signal.signal(s, handler) for s in SIGNALS}
     try:
         yield
@@ -75,12 +82,8 @@ def deferred(reraise: bool = True, notice: str | None = None) -> Iterator[None]:
             print(notice, file=sys.stderr, flush=True)
         pending.append(signum)
 
-    old = {s: signal.signal(s, handler) for s in SIGNALS}
-    try:
+    with _handled_by(handler):
         yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
     if pending and reraise:
         raise _interrupt(pending[0])
 

@@ -8,6 +8,7 @@ another's). Write one with `ProcessRecord.of(pid, argv).write(path)`.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import random
@@ -17,9 +18,11 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8sctl.errors import SandboxError
 from k8sctl.sandbox import interrupts
 
 
@@ -85,6 +88,29 @@ def bind_failure(log: Path) -> bool:
         return "address already in use" in log.read_text(errors="replace")[-4000:].lower()
     except OSError:
         return False
+
+
+def wait_ready(what: str, check: Callable[[], bool], procs: list[Started], timeout: float,
+               interval: float = 0.1) -> None:
+    """Poll `check` until true (an OSError or HTTPException counts as not yet); fail at once, with
+    the log path, if one of `procs` exits, and after `timeout` seconds with every log path."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for p in procs:
+            code = p.exit_code()
+            if code is not None:
+                why = " because its port was taken by another process (a port race: run again)" \
+                    if bind_failure(p.log) else ""
+                raise SandboxError(f"{p.name} exited at start (exit code {code}){why}; read {p.log}")
+        try:
+            if check():
+                return
+        except (OSError, http.client.HTTPException):  # ssl.SSLError is an OSError
+            pass
+        if time.monotonic() > deadline:
+            logs = ", ".join(str(p.log) for p in procs)
+            raise SandboxError(f"{what} not ready after {timeout:.0f}s; read {logs}")
+        time.sleep(interval)
 
 
 @dataclass(frozen=True)

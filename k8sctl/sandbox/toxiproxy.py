@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,20 +137,7 @@ def start(run_dir: Path, log_dir: Path, upstreams: dict[str, int], rtt_ms: float
     proc = processes.start(PROCESS, [str(binary), "-host", HOST, "-port", str(api_port)], run_dir, log_dir,
                            {"GOMAXPROCS": "2"})
     api = Api(api_port)
-    deadline = time.monotonic() + timeout
-    while True:
-        code = proc.exit_code()
-        if code is not None:
-            why = " because its port was taken by another process (a port race: run again)" \
-                if processes.bind_failure(proc.log) else ""
-            raise SandboxError(f"toxiproxy exited at start (exit code {code}){why}; read {proc.log}")
-        try:
-            api.version()
-            break
-        except (OSError, http.client.HTTPException):
-            if time.monotonic() > deadline:
-                raise SandboxError(f"toxiproxy not ready after {timeout:.0f}s; read {proc.log}") from None
-            time.sleep(0.05)
+    processes.wait_ready("toxiproxy", lambda: api.version() is not None, [proc], timeout, interval=0.05)
     listening = {}
     for name, upstream in upstreams.items():
         port = processes.free_port()

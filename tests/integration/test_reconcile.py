@@ -441,8 +441,7 @@ def test_missing_cluster_is_a_usage_error(registered):
 def test_unreachable_cluster_names_its_context_and_others_succeed(tmp_path, control_plane_binaries):
     state = cluster.up(tmp_path / "sb", 3, control_plane_binaries)
     try:
-        for c in state.clusters:
-            crds_and_identity.install(c.kubeconfig, c.context)
+        crds_and_identity.install_all(state)
         register(state, [1, 2])
         admin0 = admin_client(state.clusters[0])
         admin0.apply(k8c.RESOURCE, demo_cluster("unreach", sizes=(1, 1), contexts=("kind-k8ssandra-1", "kind-k8ssandra-2")), force=True)
