@@ -15,6 +15,8 @@ the operator's finalizer, server-set metadata, and empty maps and lists (Go zero
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,12 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
-from k8sctl.datacenters import METRICS_AGENT_VOLUME, replicated_superuser_secret, superuser_secret
+from k8sctl.datacenters import (
+    METRICS_AGENT_VOLUME,
+    replicated_superuser_secret,
+    superuser_secret,
+    superuser_secret_name,
+)
 from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
 
 from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
@@ -124,7 +131,6 @@ def operator_side(op_sandbox, clients, doc: dict) -> dict:
     context = first.get("k8sContext") or op_sandbox.clusters[0].context
     remote, control = clients[context], clients[op_sandbox.clusters[0].context]
     name, dc_name = doc["metadata"]["name"], first["metadata"]["name"]
-    control.apply(k8c.RESOURCE, doc, force=True)
     # It waits for its superuser Secret's replication first (a requeue of up to about 10 s).
     dc = wait_for(f"the operator's {dc_name}", lambda: remote.get_or_none(cdc.RESOURCE, dc_name, NS))
     # cass-operator does not run here: mark-ready stands in for it, and the operator's gate opens.
@@ -166,22 +172,50 @@ def k8sctl_side(op_sandbox, clients, name: str, theirs: dict) -> tuple[reconcile
     return report, result, secret
 
 
+REPLICATED_SECRET = kube.Resource("replication.k8ssandra.io", "v1alpha1", "replicatedsecrets", "ReplicatedSecret")
+
+
 def delete(op_sandbox, clients, doc: dict) -> None:
-    """The operator removes its datacenters (its finalizer), the garbage collector the rest."""
+    """The operator removes its datacenters (its finalizer), the garbage collector the rest. Waits
+    for the rest too: the next sample may reuse the name, and the operator keeps a superuser Secret
+    that still exists when it starts, which the garbage collector then removes under it."""
     control = clients[op_sandbox.clusters[0].context]
-    first = doc["spec"]["cassandra"]["datacenters"][0]
-    remote = clients[first.get("k8sContext") or op_sandbox.clusters[0].context]
-    control.delete(k8c.RESOURCE, doc["metadata"]["name"], NS)
-    wait_for("the K8ssandraCluster and its datacenter gone", lambda: (
-        control.get_or_none(k8c.RESOURCE, doc["metadata"]["name"], NS) is None
-        and remote.get_or_none(cdc.RESOURCE, first["metadata"]["name"], NS) is None))
+    name = doc["metadata"]["name"]
+    contexts = {dc.get("k8sContext") or op_sandbox.clusters[0].context for dc in doc["spec"]["cassandra"]["datacenters"]}
+    superuser = superuser_secret_name(doc)
+    try:
+        control.delete(k8c.RESOURCE, name, NS)
+    except kube.NotFound:  # its apply failed
+        pass
+
+    def all_gone() -> bool:
+        return (control.get_or_none(k8c.RESOURCE, name, NS) is None
+                and control.get_or_none(REPLICATED_SECRET, name, NS) is None
+                and all(clients[c].get_or_none(cdc.RESOURCE, dc["metadata"]["name"], NS) is None
+                        for dc in doc["spec"]["cassandra"]["datacenters"]
+                        for c in [dc.get("k8sContext") or op_sandbox.clusters[0].context])
+                and (superuser is None
+                     or all(clients[c].get_or_none(kube.SECRET, superuser, NS) is None for c in contexts | {control.context})))
+
+    wait_for(f"the K8ssandraCluster {name}, its datacenters and its superuser Secrets gone", all_gone)
+
+
+@contextlib.contextmanager
+def applied(op_sandbox, clients, doc: dict) -> Iterator[None]:
+    """The K8ssandraCluster applied for the block, and deleted with what the operator made for it
+    after the block, whatever the block raised: a leftover fails the tests after it."""
+    try:
+        clients[op_sandbox.clusters[0].context].apply(k8c.RESOURCE, doc, force=True)
+        yield
+    finally:
+        delete(op_sandbox, clients, doc)
 
 
 @pytest.mark.parametrize("sample", ACCEPTED)
 def test_reconcile_builds_what_the_operator_writes(op_sandbox, clients, sample):
     doc = load(sample)
-    theirs = operator_side(op_sandbox, clients, doc)
-    try:
+    with applied(op_sandbox, clients, doc):
+        theirs = operator_side(op_sandbox, clients, doc)
         report, result, secret = k8sctl_side(op_sandbox, clients, doc["metadata"]["name"], theirs)
         ours = {"datacenter": report.desired, "metrics agent ConfigMap": report.agent_config,
                 "superuser Secret": secret}
@@ -201,8 +235,6 @@ def test_reconcile_builds_what_the_operator_writes(op_sandbox, clients, sample):
         assert set(copies.values()) == {"unchanged"}, copies
         assert report.desired["metadata"]["annotations"][cdc.HASH_ANNOTATION] \
             != theirs["datacenter"]["metadata"]["annotations"][cdc.HASH_ANNOTATION]  # not computable here: README
-    finally:
-        delete(op_sandbox, clients, doc)
 
 
 def test_a_sample_both_refuse(op_sandbox, clients):
@@ -210,8 +242,7 @@ def test_a_sample_both_refuse(op_sandbox, clients):
     datacenter; k8sctl refuses it before writing anything, with the same reason."""
     doc = load("k8ssandracluster-docs-multi-cluster.yaml")
     control = clients[op_sandbox.clusters[0].context]
-    control.apply(k8c.RESOURCE, doc, force=True)
-    try:
+    with applied(op_sandbox, clients, doc):
         def operator_error():
             error = (control.get(k8c.RESOURCE, "demo", NS).get("status") or {}).get("error")
             return error if error not in (None, "None") else None  # "None" is its word for no error
@@ -222,8 +253,6 @@ def test_a_sample_both_refuse(op_sandbox, clients):
         r = invoke("reconcile", "demo", "--kubeconfig", op_sandbox.clusters[0].kubeconfig, "-n", NS, "--dry-run")
         assert r.exit_code == 2, r.output
         assert "new metrics endpoint is only available since Cassandra 3.11.13/4.0.4, so MCAC cannot be disabled" in r.stderr
-    finally:
-        delete(op_sandbox, clients, doc)
 
 
 def test_unpatched_crd_the_operator_is_refused_and_k8sctl_auto_succeeds(op_sandbox, clients):
