@@ -186,9 +186,10 @@ def _kubeconfig_credentials(raw: bytes):
                     yield user[key]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def crd_sandbox(tmp_path_factory, control_plane_binaries):
     """3 clusters: 0 the control plane, 1 with the production CassandraDatacenter CRD, 2 with the unpatched one.
+    Per module (only test_reconcile uses it): its API servers stop before the next module's start.
 
     Cluster 1 is registered in cluster 0 under the contexts prod-1..3, cluster 2 under
     unpatched-1..3 (one ClientConfig each), so the three-datacenter demo can go to three
@@ -220,7 +221,7 @@ def crd_sandbox(tmp_path_factory, control_plane_binaries):
         cluster.down(directory)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def crd_admins(crd_sandbox):
     """Admin client of every cluster of crd_sandbox, by index."""
     clients = [admin_client(c) for c in crd_sandbox.clusters]
