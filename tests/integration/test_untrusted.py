@@ -189,7 +189,9 @@ def test_a_refused_clientconfig_write_leaves_no_secret_behind(sandbox, admins, u
 
 
 def test_parallel_first_runs_share_one_new_token_secret(sandbox, admins, namespace_factory):
-    """Two runs at once for a service account without a token Secret: both succeed (AlreadyExists is success)."""
+    """Two runs at once for a service account without a token Secret: both succeed (AlreadyExists is success).
+    Each registers under its own context name: two ClientConfigs naming one context are refused
+    (whichever run lists them second), which is not what this is about."""
     ns = namespace_factory(2, prefix="race")  # cluster 2: its token controller runs (another test stops 4's)
     admins[2].create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}, ns)
     results, errors = [], []
@@ -198,7 +200,7 @@ def test_parallel_first_runs_share_one_new_token_secret(sandbox, admins, namespa
         try:
             opts = clientconfigs.CreateOptions(
                 src_kubeconfig=Path(sandbox.clusters[2].kubeconfig), dest_kubeconfig=[Path(sandbox.clusters[1].kubeconfig)],
-                src_namespace=ns, dest_namespace=NS, serviceaccount="op", name=f"race{i}",
+                src_namespace=ns, dest_namespace=NS, serviceaccount="op", name=f"race{i}", context_name=f"race{i}",
                 in_cluster_kubeconfig=Path(sandbox.clusters[2].in_cluster_kubeconfig))
             done = clientconfigs.complete(opts, {})
             clientconfigs.validate(done)
