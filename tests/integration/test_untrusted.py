@@ -112,19 +112,19 @@ def test_a_hostile_clientconfig_never_runs_code_and_a_pasted_token_works(sandbox
 
 def test_the_stored_server_is_what_is_verified(sandbox, admins, uid):
     name = f"v-{uid}"
-    # Nothing listens there: the stored kubeconfig could never work from here.
-    r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1")
-    assert r.exit_code == 1 and "cannot be reached from here" in r.output and "--no-verify-server" in r.output
-    # Another cluster's address: its CA does not match, so it is not this cluster.
-    r = create(sandbox, "--name", name, "--server", sandbox.clusters[2].server)
-    assert r.exit_code == 1 and "is not the API server of kind-k8ssandra-1" in r.output, r.output
-    for result in (r,):
-        assert len(result.output.strip().splitlines()) == 1
-    assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
-    assert admins[0].get_or_none(CC, name, NS) is None
-    # The narrower skip: credentials checked through the source's own address, with a warning.
-    r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1", "--no-verify-server", "-o", "json")
     try:
+        # Nothing listens there: the stored kubeconfig could never work from here.
+        r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1")
+        assert r.exit_code == 1 and "cannot be reached from here" in r.output and "--no-verify-server" in r.output
+        # Another cluster's address: its CA does not match, so it is not this cluster.
+        r = create(sandbox, "--name", name, "--server", sandbox.clusters[2].server)
+        assert r.exit_code == 1 and "is not the API server of kind-k8ssandra-1" in r.output, r.output
+        for result in (r,):
+            assert len(result.output.strip().splitlines()) == 1
+        assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
+        assert admins[0].get_or_none(CC, name, NS) is None
+        # The narrower skip: credentials checked through the source's own address, with a warning.
+        r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1", "--no-verify-server", "-o", "json")
         assert r.exit_code == 0, r.output
         reg = json.loads(r.stdout)["registrations"][0]
         assert reg["verifiedAt"] == sandbox.clusters[1].server and reg["server"] == "https://127.0.0.1:1"
