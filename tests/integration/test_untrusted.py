@@ -21,6 +21,8 @@ from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
 from tests import leakguard
 
+from .conftest import wait_for
+
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CC = clientconfig_api.resource("v1beta1")
@@ -169,23 +171,43 @@ def _restricted_dest_kubeconfig(admin: kube.KubeClient, dest_server: str, ca_dat
     doc = kc.build_kubeconfig(cluster_name="cp", server=dest_server, ca_pem=base64.b64decode(ca_data),
                               user_name=sa, token=token, context_name="limited")
     kc.write_private(path, kc.dump(doc))
+    with kube.KubeClient(doc, "limited") as client:
+        _wait_role_in_effect(client, [kube.SECRET, CC])
     return sa
+
+
+def _wait_role_in_effect(client: kube.KubeClient, resources: list[kube.Resource], timeout: float = 30.0) -> None:
+    """Until a GET the new Role allows is answered as allowed (404 for a name that does not exist)
+    rather than 403: the API server's RBAC authorizer sees new Roles and RoleBindings through
+    its own cache, a moment later on a slow machine (as test_sandbox's test_rbac_denies_then_allows)."""
+    def allowed() -> bool:
+        for resource in resources:
+            try:
+                client.get_or_none(resource, f"absent-{uuid.uuid4().hex[:8]}", NS)
+            except kube.ApiError as e:
+                if e.status not in (401, 403):  # 401: the new service account not yet seen either
+                    raise
+                return False
+        return True
+
+    wait_for(f"the Role of {client.context!r} in effect", allowed, timeout=timeout)
 
 
 def test_a_refused_clientconfig_write_leaves_no_secret_behind(sandbox, admins, uid, tmp_path):
     dest_doc = kc.read_file(Path(sandbox.clusters[0].kubeconfig))
     limited = tmp_path / "limited.yaml"
-    sa = _restricted_dest_kubeconfig(admins[0], sandbox.clusters[0].server,
-                                     dest_doc["clusters"][0]["cluster"]["certificate-authority-data"], uid, limited)
-    name = f"h-{uid}"
+    name, sa = f"h-{uid}", f"limited-{uid}"  # sa: the helper's service account, Role and RoleBinding
     try:
+        _restricted_dest_kubeconfig(admins[0], sandbox.clusters[0].server,
+                                    dest_doc["clusters"][0]["cluster"]["certificate-authority-data"], uid, limited)
         r = create(sandbox, "--name", name, dest_kubeconfig=str(limited))
         assert r.exit_code == 1 and "403" in r.output and "deleted again" in r.output, r.output
         assert "PATCH" in r.output and "clientconfigs" in r.output  # the write refused, not the read
         assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
     finally:
+        # The ClientConfig too: written by mistake, it would name kind-k8ssandra-1 for every later test.
         remove(admins[0], (kube.SERVICEACCOUNT, sa), (kube.ROLE, sa), (kube.ROLEBINDING, sa),
-               (kube.SECRET, f"{name}-config"))
+               (CC, name), (kube.SECRET, f"{name}-config"))
 
 
 def test_parallel_first_runs_share_one_new_token_secret(sandbox, admins, namespace_factory):
