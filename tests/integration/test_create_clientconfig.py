@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from k8sctl import kube
+from k8sctl import clientconfigs, kube
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
@@ -25,16 +25,22 @@ OPERATOR_NS = crds_and_identity.OPERATOR_NAMESPACE
 
 
 class Runner:
-    """create-clientconfig between sandbox clusters (every output is checked by the session's leak guard)."""
+    """create-clientconfig between sandbox clusters (every output is checked by the session's leak guard).
+
+    Each call remembers the registration it could write (destination cluster, namespace, name),
+    whether it is meant to or not: `cli` removes them all when the test ends, however it ends.
+    """
 
     def __init__(self, sandbox, tmp_path):
         self.sandbox, self.tmp = sandbox, tmp_path
         self.runner = CliRunner()
+        self.written: list[tuple[int, str, str]] = []
 
     def kubeconfig(self, i: int) -> str:
         return self.sandbox.clusters[i].kubeconfig
 
     def __call__(self, *args: str, src: int = 1, dest: int = 0, in_cluster: bool = True):
+        self._remember(args, src, dest)
         argv = ["create-clientconfig", "--dest-kubeconfig", self.kubeconfig(dest)]
         if src is not None:
             argv += ["--src-kubeconfig", self.kubeconfig(src)]
@@ -42,10 +48,34 @@ class Runner:
                 argv += ["--in-cluster-kubeconfig", self.sandbox.clusters[src].in_cluster_kubeconfig]
         return self.runner.invoke(app, argv + list(args))
 
+    def _remember(self, args: tuple[str, ...], src: int | None, dest: int) -> None:
+        def flag(*names: str) -> str | None:
+            for i, a in enumerate(args[:-1]):
+                if a in names:
+                    return args[i + 1]
+            return None
+
+        name = flag("--name") or (clientconfigs.sanitize_name(self.sandbox.clusters[src].context)
+                                  if src is not None else None)
+        ns = flag("--dest-namespace") or flag("-n", "--namespace") or OPERATOR_NS
+        if name and (dest, ns, name) not in self.written:
+            self.written.append((dest, ns, name))
+
 
 @pytest.fixture
-def cli(sandbox, tmp_path):
-    return Runner(sandbox, tmp_path)
+def cli(sandbox, admins, tmp_path):
+    runner = Runner(sandbox, tmp_path)
+    yield runner
+    # Also after a failed assertion: a ClientConfig left for a context makes every later registration
+    # of that context under another name fail ("already names context"), in this file and in others.
+    failures = []
+    for dest, ns, name in reversed(runner.written):
+        try:
+            cleanup(admins[dest], name, ns, version="v1alpha1" if dest == V1ALPHA1 else "v1beta1")
+        except kube.ClusterError as e:  # the others are still removed
+            failures.append(e)
+    if failures:
+        raise failures[0]
 
 
 def as_json(result) -> dict:
@@ -98,7 +128,6 @@ def test_full_flow_with_legacy_token_secret(cli, sandbox, admins, tmp_path):
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
     assert yaml.safe_load(files["legacy-flow.kubeconfig"].read_text()) == stored
     assert "redacted" in files["legacy-flow-secret.yaml"].read_text()
-    cleanup(admins[0], "legacy-flow")
 
 
 def test_rerun_is_a_noop_that_writes_nothing(cli, admins):
@@ -111,7 +140,6 @@ def test_rerun_is_a_noop_that_writes_nothing(cli, admins):
     assert second["changed"] is False and second["restartsOperator"] is False and second["operatorNote"] is None
     assert kube.STATS.by_method.get("PATCH", 0) == 0 and kube.STATS.by_method.get("PUT", 0) == 0
     assert admins[0].get(kube.SECRET, "rerun-config", OPERATOR_NS)["metadata"]["resourceVersion"] == before
-    cleanup(admins[0], "rerun")
 
 
 def test_a_context_already_registered_under_another_name_is_refused(cli, admins):
@@ -128,8 +156,6 @@ def test_a_context_already_registered_under_another_name_is_refused(cli, admins)
     # Under its own context name it is another registration, and allowed.
     doc = as_json(cli("-o", "json", "--name", "second-name", "--context-name", "second-context"))
     assert actions(doc) == ["created", "created"]
-    cleanup(admins[0], "first-name")
-    cleanup(admins[0], "second-name")
 
 
 def test_token_request_and_rotation_update_in_place(cli, admins):
@@ -164,7 +190,6 @@ def test_token_request_and_rotation_update_in_place(cli, admins):
     stored = yaml.safe_load(base64.b64decode(after["data"]["kubeconfig"]))
     op = kube.KubeClient(stored, "kind-k8ssandra-1")
     assert isinstance(op.list(cdc.RESOURCE, OPERATOR_NS), list)  # allowed: no 403
-    cleanup(admins[0], "rotate")
 
 
 def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, admins, tmp_path):
@@ -190,7 +215,6 @@ def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, a
     assert a["registrations"][0]["identity"] == b["registrations"][0]["identity"] != None  # noqa: E711
     assert a["registrations"][0]["verifiedAt"] == sandbox.clusters[2].server
     assert any("--no-verify-server" in w for w in b["registrations"][0]["warnings"])
-    cleanup(admins[0], "addr-b")
 
 
 def test_loopback_source_without_server_is_explained(cli):
@@ -261,7 +285,6 @@ def test_v1alpha1_only_destination(cli, admins):
     doc = as_json(cli("-o", "json", "--name", "old-api", dest=V1ALPHA1))
     assert doc["registrations"][0]["clientConfigApiVersion"] == "config.k8ssandra.io/v1alpha1"
     assert admins[V1ALPHA1].get(clientconfig_api.resource("v1alpha1"), "old-api", OPERATOR_NS)["spec"]["contextName"] == "kind-k8ssandra-1"
-    cleanup(admins[V1ALPHA1], "old-api", version="v1alpha1")
 
 
 @pytest.mark.parametrize("case", [

@@ -21,6 +21,8 @@ from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
 from tests import leakguard
 
+from .conftest import wait_for
+
 NS = crds_and_identity.OPERATOR_NAMESPACE
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 CC = clientconfig_api.resource("v1beta1")
@@ -112,19 +114,19 @@ def test_a_hostile_clientconfig_never_runs_code_and_a_pasted_token_works(sandbox
 
 def test_the_stored_server_is_what_is_verified(sandbox, admins, uid):
     name = f"v-{uid}"
-    # Nothing listens there: the stored kubeconfig could never work from here.
-    r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1")
-    assert r.exit_code == 1 and "cannot be reached from here" in r.output and "--no-verify-server" in r.output
-    # Another cluster's address: its CA does not match, so it is not this cluster.
-    r = create(sandbox, "--name", name, "--server", sandbox.clusters[2].server)
-    assert r.exit_code == 1 and "is not the API server of kind-k8ssandra-1" in r.output, r.output
-    for result in (r,):
-        assert len(result.output.strip().splitlines()) == 1
-    assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
-    assert admins[0].get_or_none(CC, name, NS) is None
-    # The narrower skip: credentials checked through the source's own address, with a warning.
-    r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1", "--no-verify-server", "-o", "json")
     try:
+        # Nothing listens there: the stored kubeconfig could never work from here.
+        r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1")
+        assert r.exit_code == 1 and "cannot be reached from here" in r.output and "--no-verify-server" in r.output
+        # Another cluster's address: its CA does not match, so it is not this cluster.
+        r = create(sandbox, "--name", name, "--server", sandbox.clusters[2].server)
+        assert r.exit_code == 1 and "is not the API server of kind-k8ssandra-1" in r.output, r.output
+        for result in (r,):
+            assert len(result.output.strip().splitlines()) == 1
+        assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
+        assert admins[0].get_or_none(CC, name, NS) is None
+        # The narrower skip: credentials checked through the source's own address, with a warning.
+        r = create(sandbox, "--name", name, "--server", "https://127.0.0.1:1", "--no-verify-server", "-o", "json")
         assert r.exit_code == 0, r.output
         reg = json.loads(r.stdout)["registrations"][0]
         assert reg["verifiedAt"] == sandbox.clusters[1].server and reg["server"] == "https://127.0.0.1:1"
@@ -169,27 +171,49 @@ def _restricted_dest_kubeconfig(admin: kube.KubeClient, dest_server: str, ca_dat
     doc = kc.build_kubeconfig(cluster_name="cp", server=dest_server, ca_pem=base64.b64decode(ca_data),
                               user_name=sa, token=token, context_name="limited")
     kc.write_private(path, kc.dump(doc))
+    with kube.KubeClient(doc, "limited") as client:
+        _wait_role_in_effect(client, [kube.SECRET, CC])
     return sa
+
+
+def _wait_role_in_effect(client: kube.KubeClient, resources: list[kube.Resource], timeout: float = 30.0) -> None:
+    """Until a GET the new Role allows is answered as allowed (404 for a name that does not exist)
+    rather than 403: the API server's RBAC authorizer sees new Roles and RoleBindings through
+    its own cache, a moment later on a slow machine (as test_sandbox's test_rbac_denies_then_allows)."""
+    def allowed() -> bool:
+        for resource in resources:
+            try:
+                client.get_or_none(resource, f"absent-{uuid.uuid4().hex[:8]}", NS)
+            except kube.ApiError as e:
+                if e.status not in (401, 403):  # 401: the new service account not yet seen either
+                    raise
+                return False
+        return True
+
+    wait_for(f"the Role of {client.context!r} in effect", allowed, timeout=timeout)
 
 
 def test_a_refused_clientconfig_write_leaves_no_secret_behind(sandbox, admins, uid, tmp_path):
     dest_doc = kc.read_file(Path(sandbox.clusters[0].kubeconfig))
     limited = tmp_path / "limited.yaml"
-    sa = _restricted_dest_kubeconfig(admins[0], sandbox.clusters[0].server,
-                                     dest_doc["clusters"][0]["cluster"]["certificate-authority-data"], uid, limited)
-    name = f"h-{uid}"
+    name, sa = f"h-{uid}", f"limited-{uid}"  # sa: the helper's service account, Role and RoleBinding
     try:
+        _restricted_dest_kubeconfig(admins[0], sandbox.clusters[0].server,
+                                    dest_doc["clusters"][0]["cluster"]["certificate-authority-data"], uid, limited)
         r = create(sandbox, "--name", name, dest_kubeconfig=str(limited))
         assert r.exit_code == 1 and "403" in r.output and "deleted again" in r.output, r.output
         assert "PATCH" in r.output and "clientconfigs" in r.output  # the write refused, not the read
         assert admins[0].get_or_none(kube.SECRET, f"{name}-config", NS) is None
     finally:
+        # The ClientConfig too: written by mistake, it would name kind-k8ssandra-1 for every later test.
         remove(admins[0], (kube.SERVICEACCOUNT, sa), (kube.ROLE, sa), (kube.ROLEBINDING, sa),
-               (kube.SECRET, f"{name}-config"))
+               (CC, name), (kube.SECRET, f"{name}-config"))
 
 
 def test_parallel_first_runs_share_one_new_token_secret(sandbox, admins, namespace_factory):
-    """Two runs at once for a service account without a token Secret: both succeed (AlreadyExists is success)."""
+    """Two runs at once for a service account without a token Secret: both succeed (AlreadyExists is success).
+    Each registers under its own context name: two ClientConfigs naming one context are refused
+    (whichever run lists them second), which is not what this is about."""
     ns = namespace_factory(2, prefix="race")  # cluster 2: its token controller runs (another test stops 4's)
     admins[2].create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}, ns)
     results, errors = [], []
@@ -198,7 +222,7 @@ def test_parallel_first_runs_share_one_new_token_secret(sandbox, admins, namespa
         try:
             opts = clientconfigs.CreateOptions(
                 src_kubeconfig=Path(sandbox.clusters[2].kubeconfig), dest_kubeconfig=[Path(sandbox.clusters[1].kubeconfig)],
-                src_namespace=ns, dest_namespace=NS, serviceaccount="op", name=f"race{i}",
+                src_namespace=ns, dest_namespace=NS, serviceaccount="op", name=f"race{i}", context_name=f"race{i}",
                 in_cluster_kubeconfig=Path(sandbox.clusters[2].in_cluster_kubeconfig))
             done = clientconfigs.complete(opts, {})
             clientconfigs.validate(done)
