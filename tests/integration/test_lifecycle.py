@@ -108,6 +108,23 @@ def rejected_soon(doc: dict, context: str, timeout: float = 30.0) -> bool:
     return False
 
 
+SUBJECT_ACCESS_REVIEW = kube.Resource("authorization.k8s.io", "v1", "subjectaccessreviews", "SubjectAccessReview",
+                                      namespaced=False)
+
+
+def allowed_soon(admin: kube.KubeClient, user: str, namespace: str, attributes: dict, timeout: float = 30.0) -> None:
+    """Until the API server's authorizer allows `user` what `attributes` name (a SubjectAccessReview)."""
+    groups = ["system:authenticated"]
+    if user.startswith("system:serviceaccount:"):
+        groups += ["system:serviceaccounts", f"system:serviceaccounts:{user.split(':')[2]}"]
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+              "spec": {"user": user, "groups": groups, "resourceAttributes": {"namespace": namespace, **attributes}}}
+    deadline = time.monotonic() + timeout
+    while not admin.request("POST", SUBJECT_ACCESS_REVIEW.path(), review)["status"].get("allowed"):
+        assert time.monotonic() < deadline, f"{user} not allowed {attributes} in {namespace} within {timeout:.0f}s"
+        time.sleep(0.1)
+
+
 def as_json(r) -> dict:
     return json.loads(r.stdout)
 
@@ -599,6 +616,11 @@ def test_the_cronjob_example_rotates_in_cluster_with_only_its_rbac(env, tmp_path
             env.dest.apply(CRONJOB, doc, dry_run=True)  # the API server validates it; nothing would run here
         else:
             env.dest.apply(kube.BUILTIN[doc["kind"]], doc, force=True)
+    # The API server's authorizer sees new Roles through its own cache: a moment later when loaded.
+    allowed_soon(env.src, f"system:serviceaccount:{env.ns}:k8ssandra-operator", env.ns,
+                 {"verb": "create", "resource": "serviceaccounts", "subresource": "token", "name": "k8ssandra-operator"})
+    allowed_soon(env.dest, f"system:serviceaccount:{env.ns}:k8sctl-rotate", env.ns,
+                 {"verb": "patch", "resource": "secrets"})
     env.create("cron", "--token-source", "request", "--token-duration", "3600")
     before = env.stored("cron")
 
