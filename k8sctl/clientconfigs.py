@@ -741,13 +741,17 @@ def with_server(doc: dict, server: str) -> dict:
                                 for cl in doc["clusters"]]}
 
 
+SERVER_HINT = "check --server or --in-cluster-kubeconfig"
+
+
 def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
-                          timeout: tuple = kube.DEFAULT_TIMEOUT) -> None:
+                          timeout: tuple = kube.DEFAULT_TIMEOUT, server_hint: str = SERVER_HINT) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
     address instead, for stored servers that only the operator's pods can reach.
-    `clientconfig rotate` checks its new token with it too.
+    `clientconfig rotate` checks its new token with it too. `server_hint` says how to fix an
+    address that is not the cluster's API server (the calling command's own options).
     """
     server = via_server or reg.server
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
@@ -772,7 +776,7 @@ def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa
                                    f"not {expected}")
             access = review.result()
         except kube.Unreachable as e:
-            raise _unverifiable(reg, server, via_server, e) from None
+            raise _unverifiable(reg, server, via_server, e, server_hint) from None
         except kube.ApiError as e:
             if e.status == 401:
                 raise ClusterError(f"the new kubeconfig for {reg.source_context} does not authenticate at {server} "
@@ -789,12 +793,12 @@ def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa
                             f"the operator will fail there until its Role allows it")
 
 
-def _unverifiable(reg: Registration, server: str, via_server: str | None, e: kube.Unreachable) -> ClusterError:
+def _unverifiable(reg: Registration, server: str, via_server: str | None, e: kube.Unreachable,
+                  server_hint: str) -> ClusterError:
     why = e.cause or str(e)
     if e.tls:
         return ClusterError(f"the new kubeconfig for {reg.source_context} does not work at {server}: {why}; the "
-                            f"address is not the API server of {reg.source_context} (check --server or "
-                            f"--in-cluster-kubeconfig)")
+                            f"address is not the API server of {reg.source_context} ({server_hint})")
     if via_server is not None:
         return ClusterError(f"cannot verify the new kubeconfig for {reg.source_context} at {server}: {why}")
     return ClusterError(

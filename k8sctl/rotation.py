@@ -291,7 +291,11 @@ def _verify_new(entry: Entry, account: ServiceAccountRef, doc: dict, via: str | 
                        context_name=entry.context, src_namespace=account.namespace, server=entry.server or "",
                        server_reason=f"stored in Secret {entry.namespace}/{entry.secret_name}",
                        token_source=entry.token_source or "", service_account=account.name, kubeconfig_doc=doc)
-    verify_new_kubeconfig(reg, via, account.namespace, account.name, progress)
+    # The address is either the stored one or (--no-verify-server) --src-kubeconfig's: rotate has
+    # no --server to correct.
+    hint = (f"--src-kubeconfig and --src-context must name the cluster of {entry.context}" if via else
+            f"the stored server is wrong: register {entry.context} again with k8sctl create-clientconfig")
+    verify_new_kubeconfig(reg, via, account.namespace, account.name, progress, server_hint=hint)
     return reg
 
 

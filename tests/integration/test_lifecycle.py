@@ -498,6 +498,27 @@ def test_rotate_no_verify_server_checks_through_the_source_when_the_stored_serve
     assert status_of(with_server(old, c.server), "ctx-far") == 401
 
 
+def test_rotate_no_verify_server_through_another_cluster_says_which_option_is_wrong(env):
+    """--src-kubeconfig naming another cluster that has the same service account (every data plane
+    has one): a token is minted there, and the stored CA refuses that cluster's certificate. The
+    message names rotate's own options (it has no --server), and nothing is stored."""
+    env.create("elsewhere")
+    crds_and_identity.install_operator_identity(env.dest, env.ns)  # the same account in another cluster
+    other = env.sandbox.clusters[DEST]
+    env.put("elsewhere", kc.dump(with_server(env.stored("elsewhere"), "https://[::1]:1")), managed=True)
+    stored = env.dest.get(kube.SECRET, "elsewhere-config", env.ns)["metadata"]["resourceVersion"]
+    secrets_there = {o["metadata"]["name"] for o in env.dest.list(kube.SECRET, env.ns)}
+    r = env.k8sctl("clientconfig", "rotate", "elsewhere", "--no-verify-server",
+                   "--src-kubeconfig", other.kubeconfig, "--src-context", other.context)
+    assert r.exit_code == 1, r.output
+    assert len(r.output.strip().splitlines()) == 1 and r.output.startswith("failed elsewhere: "), r.output
+    assert "--src-kubeconfig and --src-context must name the cluster of ctx-elsewhere" in r.output, r.output
+    assert "--server" not in r.output and "--in-cluster-kubeconfig" not in r.output, r.output
+    assert env.dest.get(kube.SECRET, "elsewhere-config", env.ns)["metadata"]["resourceVersion"] == stored
+    # The token Secret it minted in the wrong cluster is deleted again.
+    assert {o["metadata"]["name"] for o in env.dest.list(kube.SECRET, env.ns)} == secrets_there
+
+
 def one_dc_cluster(name: str, ns: str, context: str) -> dict:
     return {"apiVersion": "k8ssandra.io/v1alpha1", "kind": "K8ssandraCluster",
             "metadata": {"name": name, "namespace": ns},
