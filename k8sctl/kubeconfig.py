@@ -103,14 +103,45 @@ class ContextView:
 
 
 def _named(doc: dict, section: str, name: str) -> dict | None:
-    for item in doc.get(section) or []:
-        if item.get("name") == name:
+    items = doc.get(section) or []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and item.get("name") == name:
             return item.get(section[:-1]) or {}
     return None
 
 
+# The types client-go decodes these fields into: kubectl refuses a kubeconfig with another type.
+# A quoted "false" for insecure-skip-tls-verify is a string, which Python (and the kubernetes
+# package's loader) would take as true: it must never turn verification off.
+_FIELD_TYPES: dict[str, dict[str, type]] = {
+    "cluster": {"server": str, "certificate-authority-data": str, "certificate-authority": str,
+                "tls-server-name": str, "proxy-url": str, "insecure-skip-tls-verify": bool,
+                "disable-compression": bool},
+    "user": {"token": str, "tokenFile": str, "client-certificate-data": str, "client-key-data": str,
+             "client-certificate": str, "client-key": str, "username": str, "password": str},
+}
+
+
+def _field_type_problem(section: str, body: object, name: str) -> str | None:
+    """Why a cluster or user entry cannot be decoded as kubectl would, or None. Names the field and
+    the type found, never the value (it may be a credential)."""
+    if not isinstance(body, dict):
+        return f"{section} {name!r} is not a mapping"
+    for key, expected in _FIELD_TYPES[section].items():
+        value = body.get(key)
+        if value is None or type(value) is expected:
+            continue
+        if expected is bool:
+            return (f"{key} of {section} {name!r} must be true or false, not a {type(value).__name__} (kubectl "
+                    f"refuses it too): write it unquoted")
+        return f"{key} of {section} {name!r} must be a string, not a {type(value).__name__}: quote it"
+    return None
+
+
 def context_names(doc: dict) -> list[str]:
-    return [c["name"] for c in doc.get("contexts") or []]
+    contexts = doc.get("contexts") or []
+    return [c["name"] for c in contexts if isinstance(c, dict) and isinstance(c.get("name"), str)] \
+        if isinstance(contexts, list) else []
 
 
 def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> ContextView:
@@ -121,12 +152,18 @@ def select_context(doc: dict, name: str | None, source: str = "kubeconfig") -> C
     ctx = _named(doc, "contexts", name)
     if ctx is None:
         raise UsageError(f"context {name!r} not found in {source}; known contexts: {', '.join(context_names(doc)) or 'none'}")
+    if not isinstance(ctx, dict):
+        raise UsageError(f"context {name!r} in {source} is not a mapping")
     cluster_name, user_name = ctx.get("cluster", ""), ctx.get("user", "")
     cluster = _named(doc, "clusters", cluster_name)
-    if cluster is None or not cluster.get("server"):
+    if cluster is None or (isinstance(cluster, dict) and not cluster.get("server")):
         raise UsageError(f"context {name!r} in {source} refers to cluster {cluster_name!r}, which is missing or has no server")
-    _check_server(cluster["server"], f"cluster {cluster_name!r} in {source}")
     user = _named(doc, "users", user_name) or {}
+    for section, body, body_name in (("cluster", cluster, cluster_name), ("user", user, user_name)):
+        problem = _field_type_problem(section, body, body_name)
+        if problem:
+            raise UsageError(f"{problem} (context {name!r} in {source})")
+    _check_server(cluster["server"], f"cluster {cluster_name!r} in {source}")
     return ContextView(name, cluster_name, cluster, user_name, user, ctx.get("namespace"))
 
 

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from k8sctl import kube
+from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
@@ -49,10 +50,18 @@ def test_bad_input(command, exit_code, message, sandbox, admins, tmp_path):
     (tmp_path / "bad.yaml").write_text("clusters: [unclosed\n")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     (tmp_path / "art" / "art.kubeconfig").mkdir(parents=True)
+    # Cluster 1's admin kubeconfig with cluster 2's CA and a quoted "false": were it taken as true,
+    # the wrong CA would go unnoticed.
+    quoted = kc.read_file(Path(sandbox.clusters[1].kubeconfig))
+    quoted["clusters"][0]["cluster"]["certificate-authority-data"] = \
+        kc.read_file(Path(sandbox.clusters[2].kubeconfig))["clusters"][0]["cluster"]["certificate-authority-data"]
+    quoted["clusters"][0]["cluster"]["insecure-skip-tls-verify"] = "false"
+    kc.write_private(tmp_path / "quoted.yaml", kc.dump(quoted))
     places = {f"kc{i}": c.kubeconfig for i, c in enumerate(sandbox.clusters)}
     places |= {f"ic{i}": c.in_cluster_kubeconfig for i, c in enumerate(sandbox.clusters)}
     places |= {"tmp": str(empty), "file": str(tmp_path / "file"), "badyaml": str(tmp_path / "bad.yaml"),
-               "yamllist": str(tmp_path / "list.yaml"), "artdir": str(tmp_path / "art")}
+               "yamllist": str(tmp_path / "list.yaml"), "artdir": str(tmp_path / "art"),
+               "quotedfalse": str(tmp_path / "quoted.yaml")}
     argv = shlex.split(command.format(**places))
     before = _objects(admins)
     r = CliRunner().invoke(app, argv, env={"KUBECONFIG": str(tmp_path / "no-such-kubeconfig")})

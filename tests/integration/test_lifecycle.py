@@ -158,17 +158,22 @@ def test_list_and_verify_name_every_kind_of_failure(env):
     v6["clusters"][0]["cluster"]["server"] = "https://[::1]:1"  # printed as itself, not as rich markup
     v6["contexts"][0]["name"] = v6["current-context"] = "ctx-v6"
     env.put("v6", kc.dump(v6))
+    typed = json.loads(json.dumps(good))
+    typed["clusters"][0]["cluster"]["tls-server-name"] = 123  # YAML's int: client-go cannot decode it
+    typed["contexts"][0]["name"] = typed["current-context"] = "ctx-typed"
+    env.put("typed", kc.dump(typed))
 
     r = env.k8sctl("clientconfig", "list", "-o", "json")
     assert r.exit_code == 0, r.output
     listed = rows(r)
-    assert set(listed) == {"ok", "nosecret", "yaml", "rejected", "unreachable", "v6"}
+    assert set(listed) == {"ok", "nosecret", "yaml", "rejected", "unreachable", "v6", "typed"}
     assert listed["ok"]["problems"] == [] and listed["ok"]["auth"] == "token"
     assert listed["ok"]["tokenSource"] == "secret" and listed["ok"]["tokenExpiry"] is None
     assert listed["ok"]["serviceAccount"] == f"system:serviceaccount:{env.ns}:k8ssandra-operator"
     assert listed["ok"]["operatorLoaded"] is False  # no operator runs here
     assert listed["nosecret"]["problems"] == [f"Secret {env.ns}/nosecret-config not found"]
     assert "not valid YAML" in listed["yaml"]["problems"][0]
+    assert "tls-server-name of cluster" in listed["typed"]["problems"][0] and "must be a string" in listed["typed"]["problems"][0]
     assert listed["rejected"]["problems"] == [] and listed["unreachable"]["problems"] == []
     assert "health" not in listed["ok"]
 
@@ -180,6 +185,7 @@ def test_list_and_verify_name_every_kind_of_failure(env):
     assert "401" in health["rejected"]["error"] and health["rejected"]["reachable"]
     assert "connection refused" in health["unreachable"]["error"] and not health["unreachable"]["reachable"]
     assert "not found" in health["nosecret"]["error"] and "YAML" in health["yaml"]["error"]
+    assert "must be a string" in health["typed"]["error"]
 
     r = env.k8sctl("clientconfig", "list", "--check")  # text: columns, never cut, and one line per problem
     assert r.exit_code == 0 and "401" in r.output and "https://[::1]:1" in r.output, r.output
@@ -188,7 +194,7 @@ def test_list_and_verify_name_every_kind_of_failure(env):
     r = env.k8sctl("clientconfig", "verify", "ok")
     assert r.exit_code == 0, r.output
     r = env.k8sctl("clientconfig", "verify", "-o", "json")
-    assert r.exit_code == 1 and sorted(as_json(r)["failed"]) == ["nosecret", "rejected", "unreachable", "v6", "yaml"]
+    assert r.exit_code == 1 and sorted(as_json(r)["failed"]) == ["nosecret", "rejected", "typed", "unreachable", "v6", "yaml"]
     r = env.k8sctl("clientconfig", "verify", "v6")
     assert r.exit_code == 1 and "cannot reach https://[::1]:1" in r.output, r.output
     r = env.k8sctl("clientconfig", "verify", "ok", "rejected")

@@ -74,6 +74,47 @@ def test_broken_secrets_are_named(secret, words):
         api.parse_stored_kubeconfig(secret, "ns/s", "ctx")
 
 
+_SERVER = "https://127.0.0.1:1"
+
+
+@pytest.mark.parametrize("user, cluster, words", [
+    # A quoted "false" would be true in Python and in the kubernetes package's loader.
+    ({"token": "abcdefgh"}, {"server": _SERVER, "insecure-skip-tls-verify": "false"},
+     "insecure-skip-tls-verify of cluster 'c' must be true or false, not a str"),
+    ({"token": "abcdefgh"}, {"server": _SERVER, "tls-server-name": 123}, "tls-server-name of cluster 'c' must be a string, not a int"),
+    ({"token": "abcdefgh"}, {"server": _SERVER, "certificate-authority-data": ["Zm9v"]}, "certificate-authority-data of cluster"),
+    ({"token": "abcdefgh"}, {"server": 6443}, "server of cluster 'c' must be a string"),
+    ({"token": 12345678}, None, "token of user 'u' must be a string, not a int"),
+    ({"client-certificate-data": True, "client-key-data": "YmFy"}, None, "client-certificate-data of user 'u'"),
+    ("a string", None, "user 'u' is not a mapping"),
+])
+def test_fields_of_another_type_than_kubectl_decodes_are_refused_by_name(user, cluster, words):
+    doc = _doc(user, cluster)
+    with pytest.raises(UsageError) as e:  # the user's own kubeconfig: exit 2
+        kube.KubeClient(doc, "ctx")
+    assert words in str(e.value) and "12345678" not in str(e.value)
+    with pytest.raises(api.BrokenClientConfig, match=words.replace("(", r"\(")):  # a stored one: that ClientConfig is broken
+        api.parse_stored_kubeconfig(_secret(doc), "ns/s", "ctx")
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_insecure_skip_tls_verify_is_what_the_boolean_says(value):
+    client = kube.KubeClient(_doc({"token": "abcdefgh"}, {"server": _SERVER, "insecure-skip-tls-verify": value}), "ctx")
+    try:
+        assert client.insecure is value
+    finally:
+        client.close()
+
+
+def test_malformed_lists_are_named_not_crashed_on():
+    doc = _doc({"token": "abcdefgh"}) | {"contexts": ["ctx"]}
+    with pytest.raises(UsageError, match="context 'ctx' not found"):
+        kc.select_context(doc, "ctx")
+    assert kc.context_names(doc) == [] and kc.context_names({"contexts": "x"}) == []
+    with pytest.raises(UsageError, match="is not a mapping"):
+        kc.select_context(_doc({"token": "abcdefgh"}) | {"contexts": [{"name": "ctx", "context": "c"}]}, "ctx")
+
+
 def test_tokens_are_cleaned_or_refused():
     assert kube.clean_token("abcdefgh.ijkl\n", "x") == "abcdefgh.ijkl"
     with pytest.raises(UsageError, match="spaces or control characters") as e:
