@@ -686,8 +686,14 @@ _CAUSES = {
     "connection reset": _RESET,
     "connection aborted": _RESET,
     "remote end closed connection": _RESET,
+    # Before the general "certificate verify failed": OpenSSL says which check failed.
+    "hostname mismatch": "TLS certificate verify failed: the server's certificate is not valid for the host name "
+                         "used (the server URL's host, or tls-server-name)",
+    "ip address mismatch": "TLS certificate verify failed: the server's certificate is not valid for the IP address "
+                           "used (the server URL's, or tls-server-name)",
     "certificate verify failed": "TLS certificate verify failed: the kubeconfig's CA does not match the server",
     "connection refused": "connection refused",
+    "read timed out": "no answer in time (the connection was made; read timed out)",
     "timed out": "connection timed out",
     "name or service not known": "host name not known",
     "no route to host": "no route to host",

@@ -21,6 +21,13 @@ def test_resource_paths():
     ("SSLError\nMaxRetryError(... [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed ...)", "TLS certificate verify failed"),
     ("NewConnectionError('<...>: Failed to establish a new connection: [Errno 111] Connection refused')", "connection refused"),
     ("ConnectTimeoutError(..., 'Connection to x timed out. (connect timeout=5)')", "connection timed out"),
+    ("ReadTimeoutError(\"HTTPSConnectionPool(host='x', port=1): Read timed out. (read timeout=1.0)\")",
+     "no answer in time"),
+    ("SSLError(SSLCertVerificationError(1, \"[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname "
+     "mismatch, certificate is not valid for 'x'. (_ssl.c:1006)\"))", "TLS certificate verify failed: the server's "
+     "certificate is not valid for the host name"),
+    ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: IP address mismatch, certificate is not valid for "
+     "'127.0.0.2'.", "TLS certificate verify failed: the server's certificate is not valid for the IP address"),
 ])
 def test_failure_causes_are_named(raw, cause):
     assert kube._describe(raw).startswith(cause)
