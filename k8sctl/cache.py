@@ -11,6 +11,10 @@ Two differences, both deliberate:
   package's loader, and one that asks for more than inline credentials is broken;
 - two ClientConfigs naming the same context are a conflict and neither is used
   (the operator silently keeps the last one).
+
+Each client has the control-plane client's timeout (`--request-timeout`) and is a
+`RunClient`: once its cluster has proved unreachable, the rest of the run does not
+wait for it again.
 """
 from __future__ import annotations
 
@@ -18,10 +22,59 @@ import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from k8sctl import kube
 from k8sctl.apis import clientconfig as api
 from k8sctl.errors import ClusterError, K8sctlError
+
+
+class RunClient(kube.KubeClient):
+    """The client of one data-plane cluster for one run: once that cluster has proved unreachable
+    (no HTTP answer: refused, TLS failed, or no answer within the request timeout), every later
+    request to it fails at once with the same cause instead of waiting again. A dead cluster then
+    costs a run about one timeout, not one per request (a LIST per datacenter, the superuser
+    copy's read, ...), and the other clusters' work goes on meanwhile.
+
+    A connection reset alone is not proof: the server was reached, and an idempotent request was
+    already retried by kube.py; only one that was retried and still reset counts. The error says
+    whether anything was sent to be written to the cluster by this run: when not, nothing was
+    written there."""
+
+    def __init__(self, *args: Any, **kw: Any):
+        super().__init__(*args, **kw)
+        self._down: kube.Unreachable | None = None
+        self._writes_sent = 0  # write requests (not dry runs) sent so far: each may have landed
+
+    @property
+    def unreachable(self) -> kube.Unreachable | None:
+        """The failure that proved the cluster unreachable in this run, if any."""
+        return self._down
+
+    def preconnect(self, count: int = 1) -> None:
+        if self._down is None:
+            super().preconnect(count)
+
+    def request(self, method: str, path: str, body: Any = None, *, query: dict | None = None,
+                content_type: str = "application/json", timeout: Any = None) -> Any:
+        down = self._down
+        if down is None:
+            write = method != "GET" and not (query and query.get("dryRun"))
+            if write:
+                self._writes_sent += 1
+            try:
+                return super().request(method, path, body, query=query, content_type=content_type,
+                                       timeout=timeout)
+            except kube.Unreachable as e:
+                # kube.KubeClient.request's rule: these are retried on a reset (within its budget).
+                retried = method == "GET" or (method == "PATCH" and content_type == kube.APPLY_PATCH)
+                if e.cause != kube._RESET or retried:
+                    self._down = down = e
+                else:
+                    raise
+        # The same cause for every request of the run, each saying (again) what was written.
+        written = "" if self._writes_sent else "; nothing was written to this cluster"
+        raise kube.Unreachable(f"{down}{written}", down.cause) from None
 
 
 @dataclass(frozen=True)
@@ -139,8 +192,9 @@ class ClientCache:
 
     def _build(self, cc: dict, context: str) -> kube.KubeClient:
         doc = api.read_stored_kubeconfig(self._local, cc, self._namespace or cc["metadata"].get("namespace", ""))
-        return kube.KubeClient(doc, context, trusted=False, source=f"the kubeconfig of ClientConfig "
-                                                                    f"{cc['metadata']['name']}")
+        # The control plane's timeout (--request-timeout) and retry deadline bound every data plane's too.
+        return RunClient(doc, context, timeout=self._local.timeout, deadline=self._local.deadline, trusted=False,
+                         source=f"the kubeconfig of ClientConfig {cc['metadata']['name']}")
 
     def close(self) -> None:
         for c in self._remotes.values():

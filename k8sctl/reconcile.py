@@ -330,7 +330,9 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
     # While the datacenters are built from the spec (CPU), the clients of the contexts it names are
     # made (their kubeconfig Secrets read, connections opened) and the superuser Secret is read.
     with ThreadPoolExecutor(max_workers=2) as early:
-        # Three connections each: a cluster's three LISTs go at once (see read below).
+        # Three connections each: a cluster's three LISTs go at once (see read below). Each client
+        # has the control plane's request timeout, so a silent cluster holds this up for one
+        # connect timeout at most.
         clients = early.submit(_attempt, lambda contexts: cache.require(contexts, connections=3),
                                datacenter_contexts(kc))
         superuser_read = early.submit(_read_superuser, kc, local)
@@ -501,7 +503,10 @@ class _Listed:
     @staticmethod
     def prefetch(listed: list[_Listed], namespaces: list[str]) -> None:
         """Every LIST of every namespace at once (one round trip, not one each). A LIST that
-        fails is left to `get`, which lists again and raises where the object is needed."""
+        fails is left to `get`, which lists again and raises where the object is needed; when
+        it failed because the cluster did not answer, that second LIST fails at once with the
+        same cause (the run's clients, cache.RunClient): a silent cluster costs one timeout,
+        not one more per datacenter."""
         jobs = [(one, ns) for one in listed for ns in dict.fromkeys(namespaces)]
         if len(jobs) <= 1:
             return

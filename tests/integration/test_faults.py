@@ -8,6 +8,7 @@ test_reconcile.py::test_unreachable_cluster_names_its_context_and_others_succeed
 """
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -247,3 +248,66 @@ def test_destination_gone_between_the_secret_and_the_clientconfig_a_rerun_finish
         assert third["changed"] is False
     finally:
         unregister(admins, name)
+
+
+def test_a_silent_cluster_costs_one_request_timeout_and_the_others_are_reconciled(net, admins):
+    """`reconcile --request-timeout 1s` with one data plane that accepts connections and never
+    answers (toxiproxy's timeout toxic: no byte gets through, the connection stays open). Every
+    request is bounded by the flag, not by the defaults (5 s to connect, 30 s to answer), and once
+    the cluster has not answered, the rest of the run does not ask it again: its four datacenters
+    cost one timeout, not one each."""
+    c0 = net.clusters[0]
+    contexts = [net.clusters[i].context for i in (1, 2, 3)]
+    silent = contexts[1]
+    name = "silent"
+    placement = (contexts[0], silent, silent, silent, silent, contexts[2])
+    argv = [sys.executable, "-m", "k8sctl", "-vv", "reconcile", name, "--kubeconfig", c0.kubeconfig, "--no-gate",
+            "--request-timeout", "1s", "-o", "json"]
+    try:
+        for i in (1, 2, 3):
+            clientconfigs.run(options(net, i))
+        admins[0].apply(k8c.RESOURCE, demo_cluster(name, sizes=(1,) * len(placement), contexts=placement),
+                        force=True)
+        with Faults(net) as faults:
+            faults.timeout(silent)
+            t0 = time.monotonic()
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            elapsed = time.monotonic() - t0
+        leakguard.check(r.stdout + r.stderr)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        report = json.loads(r.stdout)
+        rows = {d["name"]: d for d in report["datacenters"]}
+        # -vv: a line per request sent; the silent cluster's are its three LISTs, sent at once.
+        asked = [line for line in r.stderr.splitlines() if f"(context {silent}" in line]
+        timings = report["secondsByContext"]
+        print(f"reconcile with {silent} silent: {elapsed:.1f}s in all, per cluster {timings}; "
+              f"requests to {silent}: {len(asked)}\n" + "\n".join(asked))
+        assert [d["action"] for d in report["datacenters"]] == ["created", "error", "error", "error", "error",
+                                                                 "created"], [d.get("error") for d in rows.values()]
+        for i in (2, 3, 4, 5):
+            error = rows[f"{name}-dc{i}"]["error"]
+            assert silent in error and "timed out" in error and "nothing was written to this cluster" in error, error
+        assert admins[1].get(cdc.RESOURCE, f"{name}-dc1", NS)["spec"]["clusterName"]
+        assert admins[3].get(cdc.RESOURCE, f"{name}-dc6", NS)["spec"]["clusterName"]
+        for i in (2, 3, 4, 5):
+            assert admins[2].get_or_none(cdc.RESOURCE, f"{name}-dc{i}", NS) is None
+        # Not once per datacenter: the LISTs by label that the first datacenter needs, and no more.
+        assert 1 <= len(asked) <= 3, asked
+        # Bounded by the flag, not by the defaults: the silent cluster's own work is one 1 s timeout
+        # (a default connect timeout alone is 5 s); the whole run, a connect timeout while its
+        # connections are opened ahead, that one, and the other clusters' work (with the defaults
+        # it was 5 s per request: 35 s).
+        assert timings[silent] < 4.0, timings
+        assert elapsed < 15.0, elapsed
+    finally:
+        for i, dc in ((1, 1), (3, 6)):
+            try:
+                admins[i].delete(cdc.RESOURCE, f"{name}-dc{dc}", NS)
+            except kube.NotFound:
+                pass
+        try:
+            admins[0].delete(k8c.RESOURCE, name, NS)
+        except kube.NotFound:
+            pass
+        for ctx in contexts:
+            unregister(admins, ctx)
