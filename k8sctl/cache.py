@@ -66,9 +66,8 @@ class RunClient(kube.KubeClient):
                 return super().request(method, path, body, query=query, content_type=content_type,
                                        timeout=timeout)
             except kube.Unreachable as e:
-                # kube.KubeClient.request's rule: these are retried on a reset (within its budget).
-                retried = method == "GET" or (method == "PATCH" and content_type == kube.APPLY_PATCH)
-                if e.cause != kube._RESET or retried:
+                # A reset of an idempotent request was already retried by kube.py (within its budget).
+                if e.cause != kube.RESET_CAUSE or kube.is_idempotent(method, content_type):
                     self._down = down = e
                 else:
                     raise

@@ -541,7 +541,7 @@ class KubeClient:
         # Only idempotent requests are retried (a GET, a server-side apply): a POST that reached
         # the server may have done its work. They are retried on a connection reset, 429 and
         # 5xx, with backoff (or the server's Retry-After), never past the deadline.
-        idempotent = method == "GET" or (method == "PATCH" and content_type == APPLY_PATCH)
+        idempotent = is_idempotent(method, content_type)
         deadline = min(self.deadline or float("inf"), time.monotonic() + RETRY_BUDGET)
         backoff = 0.1
         dry_run = bool(query and query.get("dryRun"))
@@ -557,7 +557,7 @@ class KubeClient:
                 cause = _describe(_exception_text(e))
                 if tracing:
                     self._trace(method, url, cause, started, opened)
-                if idempotent and cause == _RESET and _pause(backoff, deadline):
+                if idempotent and cause == RESET_CAUSE and _pause(backoff, deadline):
                     backoff = min(backoff * 2, 2.0)
                     continue
                 raise Unreachable(self._unreachable_message(cause), cause) from None
@@ -681,11 +681,17 @@ def _first_line(e: Any) -> str:
     return s.splitlines()[0] if s else type(e).__name__
 
 
-_RESET = "connection reset by the server"
+RESET_CAUSE = "connection reset by the server"
+
+
+def is_idempotent(method: str, content_type: str = "application/json") -> bool:
+    """Whether a request may be sent again (GETs and server-side applies): those are retried on a
+    reset, 429 and transient 5xx, within the command's deadline."""
+    return method == "GET" or (method == "PATCH" and content_type == APPLY_PATCH)
 _CAUSES = {
-    "connection reset": _RESET,
-    "connection aborted": _RESET,
-    "remote end closed connection": _RESET,
+    "connection reset": RESET_CAUSE,
+    "connection aborted": RESET_CAUSE,
+    "remote end closed connection": RESET_CAUSE,
     # Before the general "certificate verify failed": OpenSSL says which check failed.
     "hostname mismatch": "TLS certificate verify failed: the server's certificate is not valid for the host name "
                          "used (the server URL's host, or tls-server-name)",
