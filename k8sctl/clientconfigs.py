@@ -501,6 +501,15 @@ def _preconnect_verification(c: Completed, view: kc.ContextView,
     return kube.Preconnected(server, ca, 2, o.request_timeout) if ca else None
 
 
+def _preconnect_timed_out(preconnected: kube.Preconnected | None, server: str) -> kube.Unreachable | None:
+    """The verification's answer when its connections, opened ahead to the same server, all timed
+    out: trying again would take another whole connect timeout to say the same. (A timeout does
+    not depend on the CA guessed for them; other failures come fast and are met again.)"""
+    if preconnected is None or preconnected.timed_out is None or preconnected.server != server.rstrip("/"):
+        return None
+    return kube.Unreachable(f"cannot reach {server}: {preconnected.timed_out}", preconnected.timed_out)
+
+
 def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.KubeClient, src_ns: str,
                known_server: tuple[str, str] | None, guess: Future | None, stored: Future | None, warm: Future,
                dest_state: _DestinationRead, progress: Progress) -> Registration:
@@ -533,8 +542,9 @@ def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.
                             "credentials were not verified")
     elif o.verify:
         wait([warm])  # handshakes under way finish sooner than new ones would
-        verify_new_kubeconfig(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount,
-                              progress, o.request_timeout)
+        via = view.server if not o.verify_server else None
+        verify_new_kubeconfig(reg, via, src_ns, o.serviceaccount, progress, o.request_timeout,
+                              unreachable=_preconnect_timed_out(warm.result(), via or reg.server))
     else:
         reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
                             "it does not work")
@@ -823,16 +833,21 @@ SERVER_HINT = "check --server or --in-cluster-kubeconfig"
 
 
 def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
-                          timeout: tuple = kube.DEFAULT_TIMEOUT, server_hint: str = SERVER_HINT) -> None:
+                          timeout: tuple = kube.DEFAULT_TIMEOUT, server_hint: str = SERVER_HINT,
+                          unreachable: kube.Unreachable | None = None) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
     address instead, for stored servers that only the operator's pods can reach.
     `clientconfig rotate` checks its new token with it too. `server_hint` says how to fix an
     address that is not the cluster's API server (the calling command's own options).
+    `unreachable`: the server is known not to answer already (_preconnect_timed_out); the check
+    fails with it, as it would have after trying.
     """
     server = via_server or reg.server
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
+    if unreachable is not None:
+        raise _unverifiable(reg, server, via_server, unreachable, server_hint)
     doc = reg.kubeconfig_doc if via_server is None else with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
     with kube.KubeClient(doc, reg.context_name, trusted=False, timeout=timeout, source="the new kubeconfig") as client, \

@@ -284,3 +284,25 @@ def test_the_stored_token_is_read_only_through_the_untrusted_kubeconfig_parser()
     assert cc._stored_token(c, reg, refused) is None  # refused as a whole: no token taken from it
     other_context = {**reg.__dict__, "context_name": "another"}
     assert cc._stored_token(c, cc.Registration(**other_context), _dest_state("stored-token").secret()) is None
+
+
+# --- a stored server that never answers (create-clientconfig's verification) -----------------
+
+def test_the_preconnects_timeout_is_the_verifications_answer_in_the_same_words():
+    from k8sctl import kube
+
+    class Ahead:
+        server, timed_out = "https://10.0.0.9:6443", "connection timed out"
+
+    reg = cc.Registration(source_context="ctx", name="n", secret_name="n-config", context_name="ctx",
+                          src_namespace=NS, server="https://10.0.0.9:6443", server_reason="--server",
+                          token_source="secret")
+    answer = cc._preconnect_timed_out(Ahead(), reg.server)  # type: ignore[arg-type]
+    assert answer is not None and answer.cause == "connection timed out"
+    with pytest.raises(cc.ClusterError) as e:
+        cc.verify_new_kubeconfig(reg, None, NS, SA, lambda s: None, unreachable=answer)
+    assert str(e.value) == str(cc._unverifiable(reg, reg.server, None, kube.Unreachable("x", "connection timed out"),
+                                                cc.SERVER_HINT))
+    assert "cannot be reached from here (connection timed out)" in str(e.value)
+    assert cc._preconnect_timed_out(Ahead(), "https://10.0.0.8:6443") is None  # another server: tried
+    assert cc._preconnect_timed_out(None, reg.server) is None
