@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlsplit
@@ -429,6 +430,10 @@ class _DestinationRead:
         self._dest, self._name, self._ns, self._listed = dest, name, ns, listed
         self._secret = pool.submit(dest.get_or_none, kube.SECRET, f"{name}-config", ns)
 
+    def secret(self) -> dict | None:
+        """The registration's Secret as the destination holds it (the GET sent with the LIST)."""
+        return self._secret.result()
+
     def result(self) -> Destination:
         listed = self._listed.result()
         if listed is None:  # allowed to read ClientConfigs one by one only: ours, without the check
@@ -467,8 +472,12 @@ def _plan(c: Completed, ctx: str, name: str, dest_state: _DestinationRead, progr
         # the service account, on a guess: one round trip instead of two where the guess is right.
         guess = own.submit(src.get_or_none, kube.SECRET, f"{o.serviceaccount}-token", src_ns) \
             if o.token_source == "secret" else None
+        # On a re-run: the token the destination stores, and the token Secret it names, read as soon
+        # as the destination's Secret is in (with the source reads; a first run sends nothing more).
+        stored = own.submit(_stored_token_secret, c, reg, src, src_ns, dest_state) \
+            if o.token_source == "secret" else None
         try:
-            return _plan_with(c, reg, view, src, src_ns, known_server, guess, warm, dest_state, progress)
+            return _plan_with(c, reg, view, src, src_ns, known_server, guess, stored, warm, dest_state, progress)
         finally:
             preconnected = warm.result()
             if preconnected is not None:
@@ -492,8 +501,17 @@ def _preconnect_verification(c: Completed, view: kc.ContextView,
     return kube.Preconnected(server, ca, 2, o.request_timeout) if ca else None
 
 
+def _preconnect_timed_out(preconnected: kube.Preconnected | None, server: str) -> kube.Unreachable | None:
+    """The verification's answer when its connections, opened ahead to the same server, all timed
+    out: trying again would take another whole connect timeout to say the same. (A timeout does
+    not depend on the CA guessed for them; other failures come fast and are met again.)"""
+    if preconnected is None or preconnected.timed_out is None or preconnected.server != server.rstrip("/"):
+        return None
+    return kube.Unreachable(f"cannot reach {server}: {preconnected.timed_out}", preconnected.timed_out)
+
+
 def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.KubeClient, src_ns: str,
-               known_server: tuple[str, str] | None, guess: Future | None, warm: Future,
+               known_server: tuple[str, str] | None, guess: Future | None, stored: Future | None, warm: Future,
                dest_state: _DestinationRead, progress: Progress) -> Registration:
     o, ctx = c.opts, view.name
     sa = src.get_or_none(kube.SERVICEACCOUNT, o.serviceaccount, src_ns)
@@ -501,9 +519,9 @@ def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.
         _missing_serviceaccount(src, ctx, src_ns, o.serviceaccount)
     reg.server, reg.server_reason = known_server or _discovered_server(src, view, reg)
     if o.token_source == "request":
-        token, secret_ca = _request_token(src, src_ns, o, reg, dest_state.result().secret)
+        token, secret_ca = _request_token(src, src_ns, o, reg, _stored_token(c, reg, dest_state.secret()))
     else:
-        token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources, guess)
+        token, secret_ca = _secret_token(src, sa, src_ns, o, reg, progress, c.created_in_sources, guess, stored)
     ca = secret_ca
     reg.ca_source = "token Secret ca.crt" if ca else ""
     if not ca:
@@ -524,8 +542,9 @@ def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.
                             "credentials were not verified")
     elif o.verify:
         wait([warm])  # handshakes under way finish sooner than new ones would
-        verify_new_kubeconfig(reg, view.server if not o.verify_server else None, src_ns, o.serviceaccount,
-                              progress, o.request_timeout)
+        via = view.server if not o.verify_server else None
+        verify_new_kubeconfig(reg, via, src_ns, o.serviceaccount, progress, o.request_timeout,
+                              unreachable=_preconnect_timed_out(warm.result(), via or reg.server))
     else:
         reg.warnings.append("--no-verify: the new kubeconfig was not checked; the operator exits at start-up if "
                             "it does not work")
@@ -554,10 +573,70 @@ def _is_token_secret_for(secret: dict, sa: str) -> bool:
     return secret.get("type") == SA_TOKEN_TYPE and annotations.get(SA_NAME_ANNOTATION) == sa
 
 
+def _token_of(secret: dict) -> str:
+    return _decode(secret, "token").decode(errors="replace").strip()
+
+
+def _created_at(secret: dict) -> float:
+    stamp = str((secret.get("metadata") or {}).get("creationTimestamp") or "")
+    try:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def token_secret_order(sa: str) -> Callable[[dict], tuple]:
+    """The order among several token Secrets of account `sa` (none listed, no match for the stored
+    token): `<sa>-token` (the one k8sctl makes), then the newest (`clientconfig rotate` makes a new
+    `<sa>-token-xxxxx` and deletes the old), then by name; the first is used."""
+    def key(secret: dict) -> tuple:
+        name = str((secret.get("metadata") or {}).get("name") or "")
+        return name != f"{sa}-token", -_created_at(secret), name
+    return key
+
+
+@dataclass
+class _Stored:
+    """The token the destination already stores for a registration (a re-run), and the token
+    Secrets read for it from the source, by name (None: not there)."""
+
+    token: str | None = None
+    read: dict[str, dict | None] = field(default_factory=dict)
+
+
+def _stored_token_secret(c: Completed, reg: Registration, src: kube.KubeClient, ns: str,
+                         dest_state: _DestinationRead) -> _Stored:
+    """The token stored in the destination for this registration, and the token Secret its claims
+    name (a token Secret's token names its Secret: after `clientconfig rotate`, `<sa>-token-xxxxx`),
+    read from the source. A hint: the token is kept only where a token Secret of the account holds
+    it (_secret_token). Never fails: a failure of the destination is reported where its state is
+    used (_decide), one of the source by the reads that need it."""
+    try:
+        token = _stored_token(c, reg, dest_state.secret())
+    except K8sctlError:
+        return _Stored()
+    sa = c.opts.serviceaccount
+    claims = tokens.jwt_claims(token or "") or {}
+    name = claims.get("kubernetes.io/serviceaccount/secret.name")
+    if not token or not isinstance(name, str) or not name or name == f"{sa}-token" \
+            or claims.get("kubernetes.io/serviceaccount/namespace") != ns \
+            or claims.get("kubernetes.io/serviceaccount/service-account.name") != sa:
+        return _Stored(token)  # `<sa>-token` is read anyway (the guess); another account's is not ours
+    try:
+        return _Stored(token, {name: src.get_or_none(kube.SECRET, name, ns)})
+    except K8sctlError:
+        return _Stored(token)
+
+
 def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg: Registration,
-                  progress: Progress, created: list[str], guess: Future | None = None) -> tuple[str, bytes]:
-    """The account's token: from the Secret it lists, else `<sa>-token`, else one annotated for it,
-    else a new `<sa>-token` (filled by the token controller). `guess` is `<sa>-token`, read already."""
+                  progress: Progress, created: list[str], guess: Future | None = None,
+                  stored: Future | None = None) -> tuple[str, bytes]:
+    """The account's token. The one the destination already stores for this registration, when a
+    token Secret of the account still holds it: a re-run after `clientconfig rotate` must not switch
+    back to another token Secret (that write would restart the operator for nothing). Otherwise:
+    from the Secret the account lists, else `<sa>-token`, else one annotated for it (several: see
+    token_secret_order), else a new `<sa>-token` (filled by the token controller). `guess` is
+    `<sa>-token`, read already; `stored` the _Stored of _stored_token_secret."""
     secret = None
     guessed_name = f"{o.serviceaccount}-token"
     guessed, guess_ok = None, False
@@ -566,9 +645,16 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
             guessed, guess_ok = guess.result(), True
         except kube.ApiError:
             pass  # e.g. a Role that grants only the listed Secret: read that one as before
+    kept: _Stored = stored.result() if stored is not None else _Stored()
 
     def read(name: str) -> dict | None:
-        return guessed if name == guessed_name and guess_ok else src.get_or_none(kube.SECRET, name, ns)
+        if name == guessed_name and guess_ok:
+            return guessed
+        return kept.read[name] if name in kept.read else src.get_or_none(kube.SECRET, name, ns)
+
+    def holds_stored(candidate: dict | None) -> bool:
+        return bool(kept.token) and candidate is not None and _is_token_secret_for(candidate, o.serviceaccount) \
+            and _token_of(candidate) == kept.token
 
     for ref in sa.get("secrets") or []:
         candidate = read(ref.get("name", ""))
@@ -577,9 +663,13 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
             break
     if secret is None and guessed is not None and _is_token_secret_for(guessed, o.serviceaccount):
         secret = guessed
-    if secret is None:
+    keep = next((s for s in (secret, guessed, *kept.read.values()) if holds_stored(s)), None)
+    if keep is None and secret is None:
         matches = [s for s in src.list(kube.SECRET, ns) if _is_token_secret_for(s, o.serviceaccount)]
-        secret = sorted(matches, key=lambda s: s["metadata"]["name"])[0] if matches else None
+        keep = next((s for s in matches if holds_stored(s)), None)
+        secret = min(matches, key=token_secret_order(o.serviceaccount)) if matches else None
+    if keep is not None:
+        secret = keep
     if secret is None:
         name = f"{o.serviceaccount}-token"
         if o.dry_run:
@@ -622,22 +712,20 @@ def _secret_token(src: kube.KubeClient, sa: dict, ns: str, o: CreateOptions, reg
 _NOT_MINTED = "dry-run-no-token-requested"
 
 
-def _stored_token(secret: dict | None) -> str | None:
-    """The bearer token inside an existing kubeconfig Secret, if it holds one."""
-    try:
-        doc = kc.load_yaml(_decode(secret or {}, api.KUBECONFIG_KEY)) or {}
-        return str(doc["users"][0]["user"]["token"])
-    except (yaml.YAMLError, KeyError, IndexError, TypeError, AttributeError):
-        return None
+def _stored_token(c: Completed, reg: Registration, secret: dict | None) -> str | None:
+    """The bearer token in the destination's kubeconfig Secret for this registration (its context),
+    if it holds one. Through the one parser of kubeconfigs read from a cluster: untrusted data."""
+    token = api.inspect_stored_kubeconfig(secret, f"{c.dest_namespace}/{reg.secret_name}", reg.context_name).token
+    if token:
+        redact.remember(token)
+    return token
 
 
 def _request_token(src: kube.KubeClient, ns: str, o: CreateOptions, reg: Registration,
-                   existing_secret: dict | None) -> tuple[str, bytes]:
+                   kept: str | None) -> tuple[str, bytes]:
     subject = f"system:serviceaccount:{ns}:{o.serviceaccount}"
-    kept = _stored_token(existing_secret)
     if kept and tokens.fresh_for_reuse(kept, subject):
         # Re-minting every run would rewrite the Secret, and so restart the operator, every run.
-        redact.remember(kept)
         reg.token_expiry = _iso(tokens.expires_at(kept))
         reg.warnings.append("kept the stored token: more than half of its lifetime is left")
         return kept, b""
@@ -745,16 +833,21 @@ SERVER_HINT = "check --server or --in-cluster-kubeconfig"
 
 
 def verify_new_kubeconfig(reg: Registration, via_server: str | None, ns: str, sa: str, progress: Progress,
-                          timeout: tuple = kube.DEFAULT_TIMEOUT, server_hint: str = SERVER_HINT) -> None:
+                          timeout: tuple = kube.DEFAULT_TIMEOUT, server_hint: str = SERVER_HINT,
+                          unreachable: kube.Unreachable | None = None) -> None:
     """One identity check with exactly the kubeconfig that will be stored, as the operator will use it.
 
     `via_server` (--no-verify-server) checks the same credentials through the source's own
     address instead, for stored servers that only the operator's pods can reach.
     `clientconfig rotate` checks its new token with it too. `server_hint` says how to fix an
     address that is not the cluster's API server (the calling command's own options).
+    `unreachable`: the server is known not to answer already (_preconnect_timed_out); the check
+    fails with it, as it would have after trying.
     """
     server = via_server or reg.server
     progress(f"verifying the new kubeconfig of {reg.source_context} at {server}")
+    if unreachable is not None:
+        raise _unverifiable(reg, server, via_server, unreachable, server_hint)
     doc = reg.kubeconfig_doc if via_server is None else with_server(reg.kubeconfig_doc, via_server)
     expected = f"system:serviceaccount:{ns}:{sa}"
     with kube.KubeClient(doc, reg.context_name, trusted=False, timeout=timeout, source="the new kubeconfig") as client, \

@@ -352,17 +352,51 @@ class Preconnected:
     """Connections opened ahead to a server, with a CA, for token clients to come (the clients
     of the same server and CA, without a client certificate, share them: see _SharedPools);
     kept until closed. Never fails: whatever goes wrong is met again by the request that needs
-    the connection, and reported there."""
+    the connection, and reported there; but a timeout costs a whole connect timeout to meet
+    again, so when every connection timed out, `timed_out` holds the cause a request reports
+    ("connection timed out") for callers that take it as their answer."""
 
     def __init__(self, server: str, ca: bytes, count: int, timeout=DEFAULT_TIMEOUT):
         key = _tls_key(server.rstrip("/"), ca, None, None, None, False)
+        self.server = server.rstrip("/")
+        self.timed_out: str | None = None
         self._key: tuple | None = None
         try:
             pool_manager = _POOLS.acquire(key, lambda: _make_pool(server, ca, None, None, None, False))
             self._key = key
-            _open_idle(pool_manager, server, count, timeout[0])
+            self._open(pool_manager.connection_from_url(server), count, timeout[0])
         except Exception:  # noqa: BLE001 - an optimisation only
             pass
+
+    def _open(self, pool, count: int, connect_timeout: float) -> None:
+        """_open_idle's work (all taken out at once, opened in parallel, left idle in the pool),
+        keeping why the connections failed."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        conns = [pool._get_conn() for _ in range(count)]
+        started = time.monotonic()
+
+        def connect(conn) -> BaseException | None:
+            try:
+                if not conn.is_connected:
+                    conn.timeout = connect_timeout
+                    conn.connect()
+                return None
+            except Exception as e:  # noqa: BLE001 - the request that needs it will say what is wrong
+                conn.close()
+                return e
+
+        try:
+            with ThreadPoolExecutor(max_workers=count) as threads:
+                failures = list(threads.map(connect, conns))
+        finally:
+            for conn in conns:
+                pool._put_conn(conn)
+        causes = {_describe(_exception_text(e)) if e is not None else None for e in failures}
+        if causes == {_CAUSES["timed out"]}:  # a timeout, not a refusal (NewConnectionError is a ConnectTimeoutError)
+            self.timed_out = _CAUSES["timed out"]
+            trace.debug("connect %s %s %.0fms (%d opened ahead, none usable)", self.server, self.timed_out,
+                        (time.monotonic() - started) * 1000, count)
 
     def close(self) -> None:
         if self._key is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import stat
 import threading
 import time
@@ -329,6 +330,33 @@ def test_errors_are_one_line_with_exit_code_and_write_nothing(case, cli, sandbox
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     dest = kwargs.get("dest", 0)
     assert admins[dest].get_or_none(kube.SECRET, "e1-config", OPERATOR_NS) is None
+
+
+def test_a_stored_server_that_never_answers_fails_after_one_connect_timeout(cli, admins):
+    """A --server that accepts TCP and never answers: the verification's connections, opened ahead
+    while the source is read, time out once, and that is the verification's answer (it used to
+    open two more and wait a second timeout). Counted at the listener: one attempt per connection."""
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(8)
+        server = f"https://127.0.0.1:{hole.getsockname()[1]}"
+        started = time.monotonic()
+        r = cli("--server", server, "--request-timeout", "1s", "--name", "silent")
+        took = time.monotonic() - started
+        hole.setblocking(False)
+        attempts = 0
+        try:
+            while hole.accept():
+                attempts += 1
+        except BlockingIOError:
+            pass
+    assert r.exit_code == 1, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert f"names, {server} (--server), cannot be reached from here (connection timed out)" in r.output, r.output
+    assert "nothing was written to the destination kind-k8ssandra-0" in r.output
+    assert attempts == 2, f"{attempts} connections to the silent server in {took:.1f}s"  # the two reviews' own
+    assert admins[0].get_or_none(kube.SECRET, "silent-config", OPERATOR_NS) is None
+    assert admins[0].get_or_none(clientconfig_api.resource("v1beta1"), "silent", OPERATOR_NS) is None
 
 
 def test_token_never_filled_times_out(cli, sandbox, admins, namespace_factory):

@@ -297,6 +297,44 @@ def test_rotate_keeps_an_old_token_secret_another_clientconfig_still_uses(env):
     assert status_of(old, "ctx-two") == 401
 
 
+def test_create_clientconfig_again_after_rotate_keeps_the_rotated_token_and_writes_nothing(env):
+    """The documented workflow: create-clientconfig, `clientconfig rotate`, create-clientconfig
+    unchanged. The second create must not switch to another token Secret of the account (it did:
+    the old `<sa>-token` while it was still there, else the first by name): that write restarts
+    the operator. A leftover token Secret whose name sorts first, and newest, is there throughout."""
+    env.create("one")
+    env.create("two")  # the same token Secret: rotating "one" keeps it for "two"
+    r = env.k8sctl("clientconfig", "rotate", "one", "-o", "json")
+    assert r.exit_code == 0, r.output
+    rotated_one = as_json(r)["rotations"][0]["newTokenSecret"]
+    assert env.src.get_or_none(kube.SECRET, "k8ssandra-operator-token", env.ns) is not None  # kept for "two"
+    env.src.create(kube.SECRET, {
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+        "metadata": {"name": "k8ssandra-operator-0-leftover",
+                     "annotations": {"kubernetes.io/service-account.name": "k8ssandra-operator"}}}, env.ns)
+    crds_and_identity.wait_token_filled(env.src, env.ns, "k8ssandra-operator-0-leftover")
+
+    def create_again_writes_nothing(name: str, token_secret: str) -> None:
+        before = env.dest.get(kube.SECRET, f"{name}-config", env.ns)["metadata"]["resourceVersion"]
+        doc = as_json(env.create(name))
+        reg = doc["registrations"][0]
+        assert [o["action"] for o in reg["objects"]] == ["unchanged", "unchanged"], reg
+        assert doc["restartsOperator"] is False and doc["changed"] is False
+        assert reg["tokenSecret"] == token_secret
+        assert env.dest.get(kube.SECRET, f"{name}-config", env.ns)["metadata"]["resourceVersion"] == before
+
+    # While the old `<sa>-token` is still there (the account lists it, and it is the guess).
+    create_again_writes_nothing("one", rotated_one)
+    create_again_writes_nothing("two", "k8ssandra-operator-token")
+    r = env.k8sctl("clientconfig", "rotate", "two", "-o", "json")
+    assert r.exit_code == 0 and as_json(r)["rotations"][0]["revoked"] is True, r.output
+    rotated_two = as_json(r)["rotations"][0]["newTokenSecret"]
+    # Once it is deleted (the account still lists it; three token Secrets of the account left).
+    create_again_writes_nothing("one", rotated_one)
+    create_again_writes_nothing("two", rotated_two)
+    assert whoami(env.stored("one"), "ctx-one") == f"system:serviceaccount:{env.ns}:k8ssandra-operator"
+
+
 def test_rotate_all_revokes_a_shared_old_token_once_every_holder_is_switched(env):
     env.create("x")
     env.create("y")  # the same service-account token Secret
