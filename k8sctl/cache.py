@@ -51,9 +51,10 @@ class RunClient(kube.KubeClient):
         """The failure that proved the cluster unreachable in this run, if any."""
         return self._down
 
-    def preconnect(self, count: int = 1) -> None:
+    def preconnect(self, count: int = 1) -> kube.Unreachable | None:
         if self._down is None:
-            super().preconnect(count)
+            self._down = super().preconnect(count)  # every connection timed out: no second wait
+        return self._down
 
     def request(self, method: str, path: str, body: Any = None, *, query: dict | None = None,
                 content_type: str = "application/json", timeout: Any = None) -> Any:

@@ -321,9 +321,10 @@ def _load_client_cert(ctx, cert: bytes, key: bytes) -> None:
         ctx.load_cert_chain(*paths)
 
 
-def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> None:
+def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> list[BaseException]:
     """Open up to `count` connections (TCP and TLS) to `url` and leave them idle in the pool, in
-    parallel: the handshakes' round trips are paid while the caller does other work."""
+    parallel: the handshakes' round trips are paid while the caller does other work. Returns
+    why connections failed (each is closed again; the request that needs it says what is wrong)."""
     from concurrent.futures import ThreadPoolExecutor
 
     pool = pool_manager.connection_from_url(url)
@@ -332,20 +333,34 @@ def _open_idle(pool_manager, url: str, count: int, connect_timeout: float) -> No
     # ahead": _get_conn/_put_conn are stable since 1.x.
     conns = [pool._get_conn() for _ in range(count)]
 
-    def connect(conn) -> None:
+    def connect(conn) -> BaseException | None:
         try:
             if not conn.is_connected:
                 conn.timeout = connect_timeout
                 conn.connect()
-        except Exception:  # noqa: BLE001 - the request that needs it will say what is wrong
+            return None
+        except Exception as e:  # noqa: BLE001 - see the docstring
             conn.close()
+            return e
 
     try:
         with ThreadPoolExecutor(max_workers=count) as threads:
-            list(threads.map(connect, conns))
+            return [e for e in threads.map(connect, conns) if e is not None]
     finally:
         for conn in conns:
             pool._put_conn(conn)
+
+
+def _all_timed_out(failures: list[BaseException], count: int, server: str, started: float) -> str | None:
+    """The cause a request would report ("connection timed out") when every one of `count`
+    connections opened ahead timed out, else None. A timeout, not a refusal: matched by cause
+    (urllib3's NewConnectionError is a ConnectTimeoutError)."""
+    if not failures or len(failures) < count \
+            or {_describe(_exception_text(e)) for e in failures} != {_CAUSES["timed out"]}:
+        return None
+    trace.debug("connect %s %s %.0fms (%d opened ahead, none usable)", server, _CAUSES["timed out"],
+                (time.monotonic() - started) * 1000, count)
+    return _CAUSES["timed out"]
 
 
 class Preconnected:
@@ -364,39 +379,11 @@ class Preconnected:
         try:
             pool_manager = _POOLS.acquire(key, lambda: _make_pool(server, ca, None, None, None, False))
             self._key = key
-            self._open(pool_manager.connection_from_url(server), count, timeout[0])
+            started = time.monotonic()
+            failures = _open_idle(pool_manager, server, count, timeout[0])
         except Exception:  # noqa: BLE001 - an optimisation only
-            pass
-
-    def _open(self, pool, count: int, connect_timeout: float) -> None:
-        """_open_idle's work (all taken out at once, opened in parallel, left idle in the pool),
-        keeping why the connections failed."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        conns = [pool._get_conn() for _ in range(count)]
-        started = time.monotonic()
-
-        def connect(conn) -> BaseException | None:
-            try:
-                if not conn.is_connected:
-                    conn.timeout = connect_timeout
-                    conn.connect()
-                return None
-            except Exception as e:  # noqa: BLE001 - the request that needs it will say what is wrong
-                conn.close()
-                return e
-
-        try:
-            with ThreadPoolExecutor(max_workers=count) as threads:
-                failures = list(threads.map(connect, conns))
-        finally:
-            for conn in conns:
-                pool._put_conn(conn)
-        causes = {_describe(_exception_text(e)) if e is not None else None for e in failures}
-        if causes == {_CAUSES["timed out"]}:  # a timeout, not a refusal (NewConnectionError is a ConnectTimeoutError)
-            self.timed_out = _CAUSES["timed out"]
-            trace.debug("connect %s %s %.0fms (%d opened ahead, none usable)", self.server, self.timed_out,
-                        (time.monotonic() - started) * 1000, count)
+            return
+        self.timed_out = _all_timed_out(failures, count, self.server, started)
 
     def close(self) -> None:
         if self._key is not None:
@@ -437,8 +424,8 @@ class _InlineTransport:
                                   timeout=_urllib3_timeout(timeout), preload_content=True)
         return resp.status, resp.headers, resp.data
 
-    def preconnect(self, count: int, timeout) -> None:
-        _open_idle(self._pool, self.host, count, timeout[0])
+    def preconnect(self, count: int, timeout) -> list[BaseException]:
+        return _open_idle(self._pool, self.host, count, timeout[0])
 
     def connections(self) -> int:
         return _connections_opened(self._pool)
@@ -487,8 +474,8 @@ class _LoaderTransport:
             timeout=_urllib3_timeout(timeout))
         return resp.status, resp.headers, resp.data
 
-    def preconnect(self, count: int, timeout) -> None:
-        pass  # exec plugins may need to run first: connections open on the first request
+    def preconnect(self, count: int, timeout) -> list[BaseException]:
+        return []  # exec plugins may need to run first: connections open on the first request
 
     def connections(self) -> int:
         return _connections_opened(self._api.rest_client.pool_manager)
@@ -546,13 +533,18 @@ class KubeClient:
     def close(self) -> None:
         self._transport.close()
 
-    def preconnect(self, count: int = 1) -> None:
+    def preconnect(self, count: int = 1) -> Unreachable | None:
         """Open `count` connections now (in parallel, waiting for them) so that as many requests
-        sent at once later need no handshake. Failures are left to those requests."""
+        sent at once later need no handshake. Failures are left to those requests, except that
+        when every connection timed out, the Unreachable a request would raise is returned, for
+        callers that take it as their answer rather than wait a second time."""
+        started = time.monotonic()
         try:
-            self._transport.preconnect(count, self.timeout)
+            failures = self._transport.preconnect(count, self.timeout)
         except Exception:  # noqa: BLE001 - an optimisation only
-            pass
+            return None
+        cause = _all_timed_out(failures, count, self.server, started)
+        return Unreachable(self._unreachable_message(cause), cause) if cause else None
 
     def __enter__(self) -> KubeClient:
         return self

@@ -277,7 +277,7 @@ def test_a_silent_cluster_costs_one_request_timeout_and_the_others_are_reconcile
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         report = json.loads(r.stdout)
         rows = {d["name"]: d for d in report["datacenters"]}
-        # -vv: a line per request sent; the silent cluster's are its three LISTs, sent at once.
+        # -vv: a line per request sent (at most its three LISTs, sent at once).
         asked = [line for line in r.stderr.splitlines() if f"(context {silent}" in line]
         timings = report["secondsByContext"]
         print(f"reconcile with {silent} silent: {elapsed:.1f}s in all, per cluster {timings}; "
@@ -291,8 +291,9 @@ def test_a_silent_cluster_costs_one_request_timeout_and_the_others_are_reconcile
         assert admins[3].get(cdc.RESOURCE, f"{name}-dc6", NS)["spec"]["clusterName"]
         for i in (2, 3, 4, 5):
             assert admins[2].get_or_none(cdc.RESOURCE, f"{name}-dc{i}", NS) is None
-        # Not once per datacenter: the LISTs by label that the first datacenter needs, and no more.
-        assert 1 <= len(asked) <= 3, asked
+        # Not once per datacenter: none when the connections opened ahead all timed out (what
+        # happens here), else the LISTs by label that the first datacenter needs, and no more.
+        assert len(asked) <= 3, asked
         # Bounded by the flag, not by the defaults: the silent cluster's own work is one 1 s timeout
         # (a default connect timeout alone is 5 s); the whole run, a connect timeout while its
         # connections are opened ahead, that one, and the other clusters' work (with the defaults
