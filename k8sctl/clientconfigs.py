@@ -297,6 +297,9 @@ class Registration:
     server: str
     server_reason: str
     token_source: str
+    # The TLS name to check the server's certificate against, where the kubeconfig the server came
+    # from sets one (an address the certificate does not list): stored with it, or it cannot work.
+    tls_server_name: str | None = None
     service_account: str = ""
     token_secret: str | None = None
     token_expiry: str | None = None
@@ -535,7 +538,7 @@ def _plan_with(c: Completed, reg: Registration, view: kc.ContextView, src: kube.
         raise ClusterError(f"no CA certificate for {ctx}: the token Secret has no ca.crt, there is no kube-root-ca.crt "
                            f"ConfigMap, and the kubeconfig carries none; refusing to write an unverified kubeconfig")
     reg.kubeconfig_doc = kc.build_kubeconfig(
-        cluster_name=view.cluster_name, server=reg.server, ca_pem=ca,
+        cluster_name=view.cluster_name, server=reg.server, ca_pem=ca, tls_server_name=reg.tls_server_name,
         user_name=f"{view.cluster_name}-{o.serviceaccount}", token=token, context_name=reg.context_name)
     if token == _NOT_MINTED:
         reg.warnings.append("dry run: no token was requested (that would create a credential), so the new "
@@ -763,10 +766,13 @@ def _known_server(c: Completed, view: kc.ContextView, reg: Registration) -> tupl
             raise UsageError(f"--in-cluster-kubeconfig has no context {view.name!r} (it has "
                              f"{', '.join(names) or 'none'}): add it, or pass --server")
         in_view = kc.select_context(c.in_cluster_doc, ctx, "--in-cluster-kubeconfig")
-        return validate_server(in_view.server, "--in-cluster-kubeconfig server"), \
-            f"--in-cluster-kubeconfig (context {in_view.name})"
+        server = validate_server(in_view.server, "--in-cluster-kubeconfig server")
+        reg.tls_server_name = in_view.cluster.get("tls-server-name")
+        return server, f"--in-cluster-kubeconfig (context {in_view.name})"
     if not is_loopback_server(view.server):
-        return validate_server(view.server, f"the server of source context {view.name!r}"), "source kubeconfig"
+        server = validate_server(view.server, f"the server of source context {view.name!r}")
+        reg.tls_server_name = view.cluster.get("tls-server-name")
+        return server, "source kubeconfig"
     return None
 
 

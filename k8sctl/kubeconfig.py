@@ -246,19 +246,21 @@ def _check_server(server: str, where: str) -> None:
 
 
 def build_kubeconfig(*, cluster_name: str, server: str, ca_pem: bytes, user_name: str, token: str,
-                     context_name: str, namespace: str | None = None) -> dict:
+                     context_name: str, namespace: str | None = None, tls_server_name: str | None = None) -> dict:
     """A kubeconfig with exactly one cluster, one bearer-token user and one context."""
     if not ca_pem.strip():
         raise UsageError("the CA certificate is empty: refusing to write a kubeconfig without TLS verification")
     context: dict = {"cluster": cluster_name, "user": user_name}
     if namespace:
         context["namespace"] = namespace
+    cluster = {"certificate-authority-data": base64.b64encode(ca_pem).decode(), "server": server}
+    if tls_server_name:
+        cluster["tls-server-name"] = tls_server_name
     return {
         "apiVersion": "v1",
         "kind": "Config",
         "preferences": {},
-        "clusters": [{"name": cluster_name, "cluster": {
-            "certificate-authority-data": base64.b64encode(ca_pem).decode(), "server": server}}],
+        "clusters": [{"name": cluster_name, "cluster": cluster}],
         "users": [{"name": user_name, "user": {"token": token}}],
         "contexts": [{"name": context_name, "context": context}],
         "current-context": context_name,

@@ -218,6 +218,30 @@ def test_in_cluster_kubeconfig_and_server_change_only_the_server(cli, sandbox, a
     assert any("--no-verify-server" in w for w in b["registrations"][0]["warnings"])
 
 
+def test_a_tls_server_name_comes_with_the_server_it_was_set_for(cli, sandbox, tmp_path):
+    """An in-cluster address the certificate does not list (127.1 is 127.0.0.1 to the resolver, a
+    host name to TLS), with tls-server-name set to a name it does list: stored together, verified
+    at that address. Without the name the stored kubeconfig could not work (and is not written)."""
+    in_cluster = tmp_path / "in-cluster.yaml"
+    doc = kc.read_file(Path(sandbox.clusters[2].in_cluster_kubeconfig))
+    port = doc["clusters"][0]["cluster"]["server"].rsplit(":", 1)[1]
+    doc["clusters"][0]["cluster"]["server"] = f"https://127.1:{port}"
+    doc["clusters"][0]["cluster"]["tls-server-name"] = "kubernetes.default"
+    in_cluster.write_text(kc.dump(doc))
+    r = cli("-o", "json", "--name", "sni", "--output-dir", str(tmp_path / "out"), "--in-cluster-kubeconfig",
+            str(in_cluster), src=2, in_cluster=False)
+    assert r.exit_code == 0, r.output
+    reg = as_json(r)["registrations"][0]
+    assert reg["verifiedAt"] == f"https://127.1:{port}" and reg["identity"]
+    stored = yaml.safe_load((tmp_path / "out" / "sni.kubeconfig").read_text())["clusters"][0]["cluster"]
+    assert (stored["server"], stored["tls-server-name"]) == (f"https://127.1:{port}", "kubernetes.default")
+    # The name is what makes it work: without it, the certificate is refused by name.
+    doc["clusters"][0]["cluster"].pop("tls-server-name")
+    in_cluster.write_text(kc.dump(doc))
+    r = cli("--name", "sni", "--in-cluster-kubeconfig", str(in_cluster), src=2, in_cluster=False)
+    assert r.exit_code == 1 and "not valid for the host name" in r.output, r.output
+
+
 def test_loopback_source_without_server_is_explained(cli):
     r = cli(src=1, in_cluster=False)
     assert r.exit_code == 2
