@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import stat
 import threading
 import time
@@ -19,6 +18,7 @@ from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
 from k8sctl.sandbox import crds_and_identity
+from tests.sockets import silent_server
 
 from .conftest import BARE, V1ALPHA1
 
@@ -360,25 +360,15 @@ def test_a_stored_server_that_never_answers_fails_after_one_connect_timeout(cli,
     """A --server that accepts TCP and never answers: the verification's connections, opened ahead
     while the source is read, time out once, and that is the verification's answer (it used to
     open two more and wait a second timeout). Counted at the listener: one attempt per connection."""
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(8)
-        server = f"https://127.0.0.1:{hole.getsockname()[1]}"
-        started = time.monotonic()
+    with silent_server() as hole:
+        server = hole.url()
         r = cli("--server", server, "--request-timeout", "1s", "--name", "silent")
-        took = time.monotonic() - started
-        hole.setblocking(False)
-        attempts = 0
-        try:
-            while hole.accept():
-                attempts += 1
-        except BlockingIOError:
-            pass
+        attempts = hole.attempts()
     assert r.exit_code == 1, r.output
     assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
     assert f"names, {server} (--server), cannot be reached from here (connection timed out)" in r.output, r.output
     assert "nothing was written to the destination kind-k8ssandra-0" in r.output
-    assert attempts == 2, f"{attempts} connections to the silent server in {took:.1f}s"  # the two reviews' own
+    assert attempts == 2, f"{attempts} connections to the silent server"  # the two reviews' own
     assert admins[0].get_or_none(kube.SECRET, "silent-config", OPERATOR_NS) is None
     assert admins[0].get_or_none(clientconfig_api.resource("v1beta1"), "silent", OPERATOR_NS) is None
 

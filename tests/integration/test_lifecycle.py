@@ -13,7 +13,6 @@ import _thread
 import base64
 import json
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -30,6 +29,7 @@ from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
 from k8sctl.sandbox import crds_and_identity
+from tests.sockets import silent_server
 
 CC = api.resource("v1beta1")
 SRC, DEST = 1, 0
@@ -200,11 +200,9 @@ def test_list_and_verify_name_every_kind_of_failure(env):
     r = env.k8sctl("clientconfig", "verify", "ok", "rejected")
     assert r.exit_code == 1 and "credentials rejected (401)" in r.output
     # A server that accepts connections and never answers: the per-cluster --timeout ends its check.
-    with socket.socket() as hole:
-        hole.bind(("127.0.0.1", 0))
-        hole.listen(8)
+    with silent_server() as hole:
         hung = json.loads(json.dumps(unreachable))
-        hung["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{hole.getsockname()[1]}"
+        hung["clusters"][0]["cluster"]["server"] = hole.url()
         hung["contexts"][0]["name"] = hung["current-context"] = "ctx-hung"
         env.put("hung", kc.dump(hung))
         # 3 s: enough for `ok`'s two connections and two reviews on a loaded machine.

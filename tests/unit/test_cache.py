@@ -2,7 +2,6 @@
 timeout, and a cluster that proved unreachable is not waited for again."""
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
@@ -10,6 +9,7 @@ import pytest
 from k8sctl import cache as cache_module
 from k8sctl import kube
 from k8sctl.cache import ClientCache, RunClient
+from tests.sockets import closed_port, silent_server
 
 from .test_kube import scripted  # noqa: F401 - the fixture
 
@@ -24,10 +24,8 @@ def _doc(server: str) -> dict:
 def silent():
     """A server that accepts connections (the kernel's backlog does) and never answers: every
     request ends in a read timeout, as with an API server that completed TLS and hangs."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+    with silent_server() as server:
+        yield server.url("http")
 
 
 def test_after_a_timeout_every_request_fails_at_once_with_the_same_cause(silent):
@@ -84,11 +82,8 @@ def test_a_reset_of_a_request_never_retried_is_not_proof(scripted):  # noqa: F81
 
 
 def test_refused_is_proof_at_once():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nobody listens there
     stats = kube.RequestStats()
-    client = RunClient(_doc(f"http://127.0.0.1:{port}"), "c", stats=stats)
+    client = RunClient(_doc(f"http://127.0.0.1:{closed_port()}"), "c", stats=stats)
     for _ in range(3):
         with pytest.raises(kube.Unreachable, match="connection refused"):
             client.get(kube.SECRET, "s", "ns")
