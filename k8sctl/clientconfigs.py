@@ -451,7 +451,7 @@ class _DestinationRead:
 def _list_clientconfigs(dest: kube.KubeClient, ns: str) -> tuple[str, list[dict]] | None:
     """The served version and the namespace's ClientConfigs; None where LIST is forbidden."""
     try:
-        return api.list_with_version(dest, ns)
+        return api.list_with_version(dest, ns, api.not_installed_in_destination)
     except kube.ApiError as e:
         if e.status != 403:
             raise

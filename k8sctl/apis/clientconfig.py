@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import yaml
@@ -51,16 +52,18 @@ def not_installed(context: str) -> ClusterError:
                         f"is k8ssandra-operator installed there?")
 
 
+def not_installed_in_destination(context: str) -> ClusterError:
+    """create-clientconfig's word for it: the cluster it registers into."""
+    return ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {context}: "
+                        f"install k8ssandra-operator in the destination cluster first")
+
+
 def list_clientconfigs(client: kube.KubeClient, namespace: str) -> list[dict]:
-    for version in VERSIONS:
-        try:
-            return client.list(resource(version), namespace)
-        except kube.NotFound:
-            continue  # this version is not served; try the older one
-    raise not_installed(client.context)
+    return list_with_version(client, namespace)[1]
 
 
-def list_with_version(client: kube.KubeClient, namespace: str) -> tuple[str, list[dict]]:
+def list_with_version(client: kube.KubeClient, namespace: str,
+                      not_served: Callable[[str], ClusterError] = not_installed) -> tuple[str, list[dict]]:
     """The served ClientConfig version and the ClientConfigs of `namespace`: one LIST where
     v1beta1 is served."""
     for version in VERSIONS:
@@ -68,8 +71,7 @@ def list_with_version(client: kube.KubeClient, namespace: str) -> tuple[str, lis
             return version, client.list(resource(version), namespace)
         except kube.NotFound:
             continue  # this version is not served; try the older one
-    raise ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {client.context}: "
-                       f"install k8ssandra-operator in the destination cluster first")
+    raise not_served(client.context)
 
 
 def get_with_version(client: kube.KubeClient, name: str, namespace: str,
@@ -85,8 +87,7 @@ def get_with_version(client: kube.KubeClient, name: str, namespace: str,
                 return version, None
     served = [v for v in client.api_versions(GROUP) if v in VERSIONS]
     if not served:
-        raise ClusterError(f"the ClientConfig CRD ({GROUP}) is not installed in {client.context}: "
-                           f"install k8ssandra-operator in the destination cluster first")
+        raise not_installed_in_destination(client.context)
     return served[0], client.get_or_none(resource(served[0]), name, namespace)
 
 
