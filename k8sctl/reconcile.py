@@ -354,7 +354,7 @@ def run(opts: ReconcileOptions, cache: ClientCache, progress: Progress = lambda 
         # copy, the config Secrets), the three at once: one round trip for any number of datacenters.
         live = _Listed(client, cdc.RESOURCE, _cluster_selector(kc))
         configmaps = _Listed(client, kube.CONFIGMAP, _cluster_selector(kc))
-        labelled_secrets = _Listed(client, kube.SECRET, f"k8ssandra.io/cluster-name={cluster}")
+        labelled_secrets = _labelled_secrets(client, cluster)
         wanted = [live]
         if any(r.agent_config is not None for r in items):
             wanted.append(configmaps)
@@ -483,6 +483,12 @@ def _cluster_selector(kc: dict) -> str:
     return f"k8ssandra.io/cluster-name={meta['name']},k8ssandra.io/cluster-namespace={meta['namespace']}"
 
 
+def _labelled_secrets(client: kube.KubeClient, cluster: str) -> _Listed:
+    """The Secrets labelled for Cassandra cluster `cluster` (the superuser copy, the config
+    Secrets), by the one label they all carry."""
+    return _Listed(client, kube.SECRET, f"k8ssandra.io/cluster-name={cluster}")
+
+
 class _Listed:
     """Objects of one kind in one cluster, read with one LIST per namespace (by label) instead of a
     GET each. A name the LIST did not return is read with a GET: an object of that name without
@@ -538,7 +544,7 @@ def _shape(items: list[DatacenterReport], client: kube.KubeClient, source: str, 
     """
     # The config Secrets carry the datacenters' operator labels (and k8sctl's): one LIST per namespace.
     if secrets is None:
-        secrets = _Listed(client, kube.SECRET, f"k8ssandra.io/cluster-name={cluster}")
+        secrets = _labelled_secrets(client, cluster)
 
     def one(r: DatacenterReport) -> None:
         live = cdc.live_source(r.existing, cluster) if keep_live and opts.config_source == cdc.AUTO else None
