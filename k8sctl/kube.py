@@ -708,6 +708,20 @@ def _first_line(e: Any) -> str:
 
 
 RESET_CAUSE = "connection reset by the server"
+READ_TIMEOUT_CAUSE = "no answer in time (the connection was made; read timed out)"
+# After these the request may have reached the server and been carried out: only the answer was lost.
+_ANSWER_LOST = (RESET_CAUSE, READ_TIMEOUT_CAUSE)
+
+
+def outcome_unknown(e: BaseException) -> bool:
+    """Whether a failed write may have been carried out all the same: its answer was lost (a read
+    timeout, a reset) or the server failed after receiving it (5xx). Such a write is re-read before
+    anything is undone, and never reported as "not written"."""
+    if isinstance(e, Unreachable):
+        return e.cause in _ANSWER_LOST
+    if isinstance(e, ApiError):
+        return e.status >= 500
+    return False
 
 
 def is_idempotent(method: str, content_type: str = "application/json") -> bool:
@@ -725,7 +739,7 @@ _CAUSES = {
                            "used (the server URL's, or tls-server-name)",
     "certificate verify failed": "TLS certificate verify failed: the kubeconfig's CA does not match the server",
     "connection refused": "connection refused",
-    "read timed out": "no answer in time (the connection was made; read timed out)",
+    "read timed out": READ_TIMEOUT_CAUSE,
     "timed out": "connection timed out",
     "name or service not known": "host name not known",
     "no route to host": "no route to host",

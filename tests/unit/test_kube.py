@@ -204,3 +204,13 @@ def test_preconnected_says_when_every_connection_timed_out_and_only_then():
     ahead = kube.Preconnected(f"https://127.0.0.1:{port}", b"", 2, timeout=(0.3, 0.3))
     assert ahead.timed_out is None
     ahead.close()
+
+
+def test_outcome_unknown_only_where_the_answer_was_lost_or_the_server_failed():
+    lost = [kube.Unreachable("x", kube.READ_TIMEOUT_CAUSE), kube.Unreachable("x", kube.RESET_CAUSE),
+            kube.ApiError("x", 500), kube.ApiError("x", 503)]
+    known = [kube.Unreachable("x", "connection refused"), kube.Unreachable("x", "connection timed out"),
+             kube.Unreachable("x", "TLS certificate verify failed: the kubeconfig's CA does not match the server"),
+             kube.ApiError("x", 409), kube.ApiError("x", 422), kube.NotFound("x", 404), UsageError("x")]
+    assert [kube.outcome_unknown(e) for e in lost] == [True] * len(lost)
+    assert [kube.outcome_unknown(e) for e in known] == [False] * len(known)
