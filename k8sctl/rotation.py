@@ -3,7 +3,11 @@ updated in place and read back, then the old token revoked once nobody holds it;
 the same plan found by reading only.
 
 Written against `k8sctl.lifecycle`'s model (an `Entry` is a ClientConfig and its Secret).
-Stored kubeconfigs are untrusted data: clients built from them are `trusted=False`.
+Stored kubeconfigs are untrusted data: clients built from them are `trusted=False`. Nothing they
+say decides what the user's credentials do: the account to mint for is the one the source
+cluster confirms (TokenReview), or the one the user names (--serviceaccount, --src-namespace),
+and a new token goes to the stored server only once that address is proven to be the source
+cluster (`k8sctl.serviceaccounts`).
 No token ever leaves this module in a result: only its kind, its expiry and its claims' names.
 """
 from __future__ import annotations
@@ -18,8 +22,10 @@ from pathlib import Path
 
 from k8sctl import durations, kube, redact, waiting
 from k8sctl import kubeconfig as kc
+from k8sctl import serviceaccounts as sa
 from k8sctl.apis import clientconfig as api
 from k8sctl.clientconfigs import (
+    DEFAULT_SERVICEACCOUNT,
     MANAGED_BY,
     SA_NAME_ANNOTATION,
     SA_TOKEN_TYPE,
@@ -44,6 +50,7 @@ from k8sctl.lifecycle import (
     token_facts,
     wait_operator_loaded,
 )
+from k8sctl.sandbox.interrupts import deferred
 
 WOULD_ROTATE = "would be rotated"
 
@@ -59,6 +66,8 @@ class RotateOptions:
     wait_operator: float | None = None
     dry_run: bool = False
     verify_server: bool = True  # False: --no-verify-server
+    serviceaccount: str | None = None  # --serviceaccount (None: not named; the default is the operator's)
+    src_namespace: str | None = None  # --src-namespace (None: not named; the default is rotate's namespace)
 
     def validate(self) -> None:
         if self.all == bool(self.names):
@@ -69,6 +78,9 @@ class RotateOptions:
             raise UsageError(f"--timeout must be a positive number of seconds (got {self.token_timeout})")
         if any(not n.strip() for n in self.names):
             raise UsageError("a ClientConfig name is empty: give the names of existing ClientConfigs")
+        for value, flag in ((self.serviceaccount, "--serviceaccount"), (self.src_namespace, "--src-namespace")):
+            if value is not None and not value.strip():
+                raise UsageError(f"{flag} is empty: name the service account to rotate (or leave the flag out)")
         if not self.verify_server and self.src_kubeconfig is None:
             raise UsageError("--no-verify-server checks the new token through --src-kubeconfig's address: pass "
                              "--src-kubeconfig too (without it, rotate reaches each cluster at its stored server)")
@@ -83,6 +95,7 @@ class _Rotated:
     old_doc: dict  # at the address the new token was verified at
     minted_at: float
     before_hashes: tuple[str | None, str | None]
+    account: ServiceAccountRef  # as confirmed or named, never as claimed
 
 
 @dataclass
@@ -159,35 +172,30 @@ class Rotation:
 
 
 
-def _admit(client: kube.KubeClient, entry: Entry, opts: RotateOptions,
-           now: float) -> tuple[Rotation, ServiceAccountRef | None]:
-    """The rotation of `entry` and its service account, or (failed or skipped) None: decided without network."""
+def _admit(client: kube.KubeClient, entry: Entry, opts: RotateOptions, now: float) -> tuple[Rotation, bool]:
+    """The rotation of `entry`, and whether it goes on (False: failed or skipped), decided without network.
+    The token's claims decide nothing here but --if-expiring-within (they can only make it skip)."""
     rot = Rotation(entry.name, entry.context, token_source=entry.token_source, control_plane=client.context,
                    secret=f"{entry.namespace}/{entry.secret_name}")
     if not entry.stored.usable:
         rot.action, rot.reason = "failed", entry.stored.problem or "unusable"
-        return rot, None
+        return rot, False
     facts = entry.facts
     rot.old_expiry = iso(facts.expires_at)
     if not entry.token:
         rot.action, rot.reason = "failed", (f"it authenticates with a {entry.auth}, not a service-account token: "
                                             f"register it again with create-clientconfig")
-        return rot, None
-    account = facts.account
-    if account is None:
-        rot.action, rot.reason = "failed", "its token is not a service-account token (no namespace or name in it)"
-        return rot, None
-    rot.service_account = f"{account.namespace}/{account.name}"
+        return rot, False
     if opts.if_expiring_within is not None:
         if facts.expires_at is None:
             rot.action, rot.reason = "skipped", "its token never expires (a token Secret's token)"
-            return rot, None
+            return rot, False
         left = facts.expires_at - now
         if left > opts.if_expiring_within:
             rot.action, rot.reason = "skipped", (f"its token expires in {durations.show(left)}, later than "
                                                  f"--if-expiring-within {durations.show(opts.if_expiring_within)}")
-            return rot, None
-    return rot, account
+            return rot, False
+    return rot, True
 
 
 def _open_source(rot: Rotation, opts: RotateOptions, entry: Entry, src_doc: dict | None) -> str | None:
@@ -204,41 +212,132 @@ def _same_server(a: str | None, b: str | None) -> bool:
     return (a or "").rstrip("/") == (b or "").rstrip("/")
 
 
-def _reaches_stored_server_first(rot: Rotation, entry: Entry, via: str | None) -> bool:
-    """Whether the stored server must be seen to answer before a token is minted: only when the source
-    is reached elsewhere (--src-kubeconfig) and the new token is to be checked there."""
-    return via is None and rot.source_access != "the stored credentials" and not _same_server(rot.source_server,
-                                                                                               entry.server)
+SELF = "the stored credentials"
 
 
-def _reach_stored_server(entry: Entry, src: kube.KubeClient) -> None:
-    """Any answer of the stored server will do (the old token may have expired: that is why one rotates);
-    none means the new token could not be checked there, so none is minted."""
-    doc, _ = entry.stored.usable_kubeconfig()
-    with kube.KubeClient(doc, entry.context, trusted=False, timeout=src.timeout,
-                         source=f"the kubeconfig of ClientConfig {entry.name}") as stored:
-        try:
-            stored.request("GET", "/version")
-        except kube.ApiError:
-            return
-        except kube.Unreachable as e:
-            if e.tls:
-                raise ClusterError(f"the stored server {entry.server} does not work with the stored CA ({e.cause}): "
-                                   f"it is not the API server of {entry.context}; register it again with "
+@dataclass
+class _Trusted:
+    """What rotating an entry may rely on, found before any token is minted."""
+
+    account: ServiceAccountRef
+    ca: bytes | None = None  # the published CA the stored server was proven with (None: not needed)
+    dry_reads: tuple[dict, dict | None] | None = None  # with --dry-run: the mint's access review, the old token Secret
+
+    def checked(self, doc: dict) -> dict:
+        """`doc` as the new token is sent with it: trusting only the published CA, when there is one."""
+        return sa.with_ca(doc, self.ca) if self.ca else doc
+
+
+def _decide_account(review: sa.TokenReview, entry: Entry, opts: RotateOptions, namespace: str) -> ServiceAccountRef:
+    """The account to mint for: the one the source cluster confirms; else the one the user names or
+    the default, when the user named it or the claims agree with the default. Claims never decide alone."""
+    named = ServiceAccountRef(opts.src_namespace or namespace, opts.serviceaccount or DEFAULT_SERVICEACCOUNT)
+    confirmed = review.account
+    if confirmed is not None:
+        differs = [f"{flag} {value}" for flag, value, theirs in (
+            ("--src-namespace", opts.src_namespace, confirmed.namespace),
+            ("--serviceaccount", opts.serviceaccount, confirmed.name)) if value is not None and value != theirs]
+        if differs:
+            raise ClusterError(f"the source cluster confirms that the stored token is for {confirmed.namespace}/"
+                               f"{confirmed.name}, not {' '.join(differs)}: rotate keeps the account; drop or "
+                               f"correct the flag")
+        return confirmed
+    if opts.serviceaccount is not None or opts.src_namespace is not None or entry.facts.account == named:
+        return named
+    claimed = entry.facts.account
+    raise ClusterError(f"{review.why}, and its claims name "
+                       f"{f'{claimed.namespace}/{claimed.name}' if claimed else 'no service account'}, not the "
+                       f"default {named.namespace}/{named.name}: pass --serviceaccount and --src-namespace to name "
+                       f"the account to rotate")
+
+
+def _settle(rot: Rotation, entry: Entry, opts: RotateOptions, namespace: str, via: str | None) -> _Trusted:
+    """The account and, where the new token goes to the stored server, the proof that it is the source
+    cluster's: the TokenReview, the CA read and the TCP connect at once, then the TLS handshakes (and the
+    dry run's reads) at once. Raises ClusterError saying why not (nothing minted yet)."""
+    src = rot._src
+    assert src is not None
+    _, view = entry.stored.usable_kubeconfig()
+    server = entry.server or ""
+    timeout = src.timeout[0] if isinstance(src.timeout, tuple) else src.timeout
+    seconds = float(timeout or kube.DEFAULT_TIMEOUT[0])
+    sock = None
+    with ThreadPoolExecutor(max_workers=4) as reads:
+        if rot.source_access == SELF:
+            # The stored credentials mint for themselves at the stored server: their own identity there.
+            account = sa.account_of(src.whoami())
+            if account is None:
+                raise ClusterError(f"the stored credentials are not a service account's at {server} "
+                                   f"(SelfSubjectReview): nothing to rotate; register it again with "
+                                   f"create-clientconfig")
+            trusted = _Trusted(account)
+        else:
+            prove = via is None
+            guess = opts.src_namespace or entry.facts.namespace or namespace  # where the CA is read at once
+            review = reads.submit(sa.review_token, src, entry.token or "")
+            ca = reads.submit(sa.published_ca, src, guess) if prove else None
+            sock = reads.submit(sa.connect, server, seconds) if prove else None
+            try:
+                account = _decide_account(review.result(), entry, opts, namespace)
+                trusted = _Trusted(account)
+                if ca is not None:
+                    try:
+                        trusted.ca = ca.result() if account.namespace == guess \
+                            else sa.published_ca(src, account.namespace)
+                    except ClusterError as e:
+                        raise ClusterError(_unproven(e, src, account.namespace)) from None
+            except BaseException:
+                if sock is not None and sock.exception() is None:
+                    sock.result().close()
+                raise
+        rot.service_account = f"{trusted.account.namespace}/{trusted.account.name}"
+        proofs = []
+        if trusted.ca is not None and sock is not None:
+            tls_name = view.cluster.get("tls-server-name") if view else None
+            try:
+                connected = sock.result()
+            except ClusterError as e:
+                raise ClusterError(_unproven(e, src, trusted.account.namespace)) from None
+            proofs = [reads.submit(sa.prove_server, server, tls_name, trusted.ca, seconds, connected),
+                      reads.submit(sa.prove_server, server, tls_name, kc.ca_pem_of(view.cluster) if view else None,
+                                   seconds)]
+        dry = None
+        if opts.dry_run:
+            old_name = entry.facts.secret_name if rot.token_source == "secret" else None
+            dry = (reads.submit(src.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
+                                _mint_review(rot, trusted.account)),
+                   reads.submit(src.get_or_none, kube.SECRET, old_name, trusted.account.namespace)
+                   if old_name else None)
+        if proofs:
+            try:
+                proofs[0].result()
+            except ClusterError as e:
+                raise ClusterError(_unproven(e, src, trusted.account.namespace)) from None
+            try:
+                proofs[1].result()
+            except ClusterError as e:
+                raise ClusterError(f"the stored CA does not verify {server}, which is {src.context}'s API server "
+                                   f"({e}): the operator could not use it; register it again with "
                                    f"create-clientconfig") from None
-            raise ClusterError(f"the stored server {entry.server} cannot be reached from here ({e.cause or e}), so "
-                               f"a new token could not be checked there: if only the operator's pods can reach it, "
-                               f"pass --no-verify-server to check it through {src.context}'s address "
-                               f"{src.server} instead") from None
+        if dry is not None:
+            trusted.dry_reads = (dry[0].result(), dry[1].result() if dry[1] else None)
+    return trusted
+
+
+def _unproven(e: ClusterError, src: kube.KubeClient, namespace: str) -> str:
+    return (f"{' '.join(str(e).split())} (checked against the CA {src.context} publishes in ConfigMap "
+            f"{namespace}/{sa.ROOT_CA_CONFIGMAP}); no token was minted: if only the operator's pods reach the "
+            f"stored server, pass --no-verify-server to check the new token through {src.context}'s address "
+            f"{src.server} instead")
 
 
 def _mint_secret_token(src: kube.KubeClient, account: ServiceAccountRef, timeout: float,
                        progress: Progress) -> tuple[str, str]:
-    ns, sa = account.namespace, account.name
+    ns, name_of_sa = account.namespace, account.name
     secret = src.create(kube.SECRET, {
         "apiVersion": "v1", "kind": "Secret", "type": SA_TOKEN_TYPE,
-        "metadata": {"generateName": f"{sa}-token-", "namespace": ns, "labels": dict(MANAGED_BY),
-                     "annotations": {SA_NAME_ANNOTATION: sa}}}, ns)
+        "metadata": {"generateName": f"{name_of_sa}-token-", "namespace": ns, "labels": dict(MANAGED_BY),
+                     "annotations": {SA_NAME_ANNOTATION: name_of_sa}}}, ns)
     name = secret["metadata"]["name"]
 
     def filled() -> str | None:
@@ -250,18 +349,19 @@ def _mint_secret_token(src: kube.KubeClient, account: ServiceAccountRef, timeout
                               what=f"waiting for the token controller to fill {ns}/{name}",
                               message=f"token Secret {ns}/{name} in {src.context} was not filled within "
                                       f"{timeout:.0f}s: is kube-controller-manager's token controller running?")
-    except K8sctlError:
-        _delete_quietly(src, name, ns)
+    except BaseException:  # also an interrupt: nothing stores this token, so it must not outlive the run
+        with deferred(reraise=False):
+            _delete_quietly(src, name, ns)
         raise
     redact.remember(token)
     return token, name
 
 
-def _request_token(src: kube.KubeClient, facts: TokenFacts) -> tuple[str, float | None]:
+def _request_token(src: kube.KubeClient, account: ServiceAccountRef, facts: TokenFacts) -> tuple[str, float | None]:
     body: dict = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}}
     if facts.expires_at and facts.issued_at and facts.expires_at - facts.issued_at >= 600:
         body["spec"]["expirationSeconds"] = int(facts.expires_at - facts.issued_at)  # the same lifetime as before
-    resp = src.request("POST", kube.SERVICEACCOUNT.path(facts.namespace, facts.service_account, "token"), body)
+    resp = src.request("POST", kube.SERVICEACCOUNT.path(account.namespace, account.name, "token"), body)
     token = resp["status"]["token"]
     redact.remember(token)
     return token, token_facts(token).expires_at
@@ -299,10 +399,53 @@ def _verify_new(entry: Entry, account: ServiceAccountRef, doc: dict, via: str | 
     return reg
 
 
+class _ControlPlaneError(ClusterError):
+    """A failure of the control plane's Secret, said as it is (no hint about the source's access)."""
+
+
+def _stored_token(client: kube.KubeClient, entry: Entry, rot: Rotation) -> str | None:
+    stored = api.parse_stored_kubeconfig(client.get(kube.SECRET, entry.secret_name, entry.namespace),
+                                         rot.secret, entry.context)
+    return api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token
+
+
+def _after_lost_answer(client: kube.KubeClient, entry: Entry, rot: Rotation, e: K8sctlError, new_token: str,
+                       old_token: str | None) -> bool:
+    """After a Secret write whose outcome is unknown: read it again. True: it holds the new token (go on as
+    written); raises when it holds the old one (the new token may go) or cannot be told (keep everything)."""
+    cause = " ".join(str(e).split())
+    try:
+        found = _stored_token(client, entry, rot)
+    except K8sctlError as again:
+        found, unreadable = None, " ".join(str(again).split())
+    else:
+        unreadable = ""
+    if found == new_token:
+        rot.warnings.append(f"the answer to the write of Secret {rot.secret} was lost ({cause}): outcome unknown "
+                            f"until it was read again, and it holds the new token")
+        return True
+    if found is not None and found == old_token:
+        raise _ControlPlaneError(f"the answer to the write of Secret {rot.secret} was lost ({cause}); read again, "
+                                 f"it still holds the old token")
+    what = f"reading it again failed too ({unreadable})" if unreadable else "read again, it holds neither token"
+    left = (f"the new token Secret {account_namespace(rot)}/{rot.new_token_secret} is left in place (it may be "
+            f"stored there)" if rot.new_token_secret else "the new token may be stored there")
+    raise _Unknown(f"the outcome of the write of Secret {rot.secret} is unknown: its answer was lost ({cause}) "
+                   f"and {what}; {left}: check the Secret (clientconfig verify) and run rotate again")
+
+
+class _Unknown(_ControlPlaneError):
+    """The Secret may hold the new token: nothing this run made may be taken back."""
+
+
+def account_namespace(rot: Rotation) -> str:
+    return (rot.service_account or "").partition("/")[0]
+
+
 def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_doc: dict | None,
-                now: float, progress: Progress) -> Rotation:
-    rot, account = _admit(client, entry, opts, now)
-    if account is None:
+                namespace: str, now: float, progress: Progress) -> Rotation:
+    rot, going = _admit(client, entry, opts, now)
+    if not going:
         return rot
     old_doc, view = entry.stored.usable_kubeconfig()
     facts = entry.facts
@@ -310,41 +453,56 @@ def _rotate_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_
     src = rot._src
     assert src is not None
     before_hashes = api.operator_hashes(entry.clientconfig)
-    switched = False
+    switched = writing = False
+    account: ServiceAccountRef | None = None
     try:
-        if _reaches_stored_server_first(rot, entry, via):
-            _reach_stored_server(entry, src)
+        trusted = _settle(rot, entry, opts, namespace, via)
+        account = trusted.account
         progress(f"{entry.name}: getting a new token for {account.subject}")
         if rot.token_source == "secret":
             new_token, rot.new_token_secret = _mint_secret_token(src, account, opts.token_timeout, progress)
             rot.old_token_secret = facts.secret_name
         else:
-            new_token, new_exp = _request_token(src, facts)
+            new_token, new_exp = _request_token(src, account, facts)
             rot.new_expiry = iso(new_exp)
         minted_at = time.monotonic()
         new_doc = with_token(old_doc, view.user_name, new_token)
-        rot.warnings += _verify_new(entry, account, new_doc, via, progress).warnings
+        rot.warnings += _verify_new(entry, account, trusted.checked(new_doc), via, progress).warnings
         progress(f"{entry.name}: updating Secret {rot.secret} in place")
-        _write_secret(client, entry, new_doc)
+        writing = True
+        try:
+            _write_secret(client, entry, new_doc)
+        except K8sctlError as e:
+            if not kube.outcome_unknown(e):
+                raise _ControlPlaneError(" ".join(str(e).split())) from None
+            _after_lost_answer(client, entry, rot, e, new_token, entry.token)
         switched = True
+        writing = False
         # Verify what is stored, not what was sent: read it back through the one parser.
         stored = api.parse_stored_kubeconfig(client.get(kube.SECRET, entry.secret_name, entry.namespace),
                                              rot.secret, entry.context)
         if api.StoredKubeconfig(doc=stored, view=kc.select_context(stored, entry.context)).token != new_token:
             raise ClusterError(f"Secret {rot.secret} changed while it was being rotated (another writer?)")
-        _verify_new(entry, account, stored, via, progress)
+        _verify_new(entry, account, trusted.checked(stored), via, progress)
     except K8sctlError as e:
-        why = _source_hint(e, rot)
+        why = " ".join(str(e).split()) if isinstance(e, _ControlPlaneError) else _source_hint(e, rot)
         if switched:
             rot.action, rot.reason = "failed", f"{why}; Secret {rot.secret} was updated, the old credential was kept"
+        elif isinstance(e, _Unknown):
+            rot.action, rot.reason = "failed", why
         else:
-            if rot.new_token_secret:  # nothing switched to it: take the unused credential back
+            if rot.new_token_secret and account is not None:  # nothing switched to it: take the unused credential back
                 _delete_quietly(src, rot.new_token_secret, account.namespace)
             rot.action, rot.reason = "failed", f"{why}; Secret {rot.secret} was not changed"
         return rot
+    except KeyboardInterrupt:  # the unused token Secret goes, unless the Secret may hold it already
+        if rot.new_token_secret and account is not None and not switched and not writing:
+            with deferred(reraise=False):
+                _delete_quietly(src, rot.new_token_secret, account.namespace)
+        raise
     rot.action = "rotated"
-    rot._rotated = _Rotated(entry, src, old_doc if via is None else with_server(old_doc, via), minted_at,
-                            before_hashes)
+    rot._rotated = _Rotated(entry, src, trusted.checked(old_doc) if via is None else with_server(old_doc, via),
+                            minted_at, before_hashes, account)
     return rot
 
 
@@ -358,7 +516,7 @@ _MINT_RIGHTS = ("pass --src-kubeconfig, or for TokenRequest grant serviceaccount
 
 def _source_hint(e: K8sctlError, rot: Rotation) -> str:
     text = " ".join(str(e).split())
-    if rot.source_access != "the stored credentials":
+    if rot.source_access != SELF:
         return text
     if isinstance(e, kube.ApiError) and e.status == 403:
         text += f" (the stored credentials may not {_mint_verb(rot)} for themselves: {_MINT_RIGHTS})"
@@ -388,7 +546,7 @@ def _write_secret(client: kube.KubeClient, entry: Entry, new_doc: dict) -> None:
 
 
 
-def _why_kept(rot: Rotation, facts: TokenFacts, still_using: list[str]) -> str | None:
+def _why_kept(rot: Rotation, account: ServiceAccountRef, facts: TokenFacts, still_using: list[str]) -> str | None:
     """Why the old token is not revoked, as far as the token itself tells (None: see `_why_not_deleted`)."""
     if rot.token_source != "secret":
         return (f"a TokenRequest token cannot be revoked: the old one stays valid until {rot.old_expiry}"
@@ -396,41 +554,51 @@ def _why_kept(rot: Rotation, facts: TokenFacts, still_using: list[str]) -> str |
     if not facts.secret_name:
         return "the old token names no token Secret: nothing to delete"
     if still_using:
-        return (f"kept the old token Secret {facts.namespace}/{facts.secret_name}: ClientConfig "
+        return (f"kept the old token Secret {account.namespace}/{facts.secret_name}: ClientConfig "
                 f"{', '.join(still_using)} still use(s) it (rotate them too, e.g. --all)")
     return None
 
 
-def _why_not_deleted(facts: TokenFacts, old: dict | None) -> str | None:
-    """Why the old token Secret, as read, is not deleted (None: it is the account's token Secret)."""
+def _why_not_deleted(account: ServiceAccountRef, secret_name: str, old: dict | None,
+                     old_token: str | None) -> str | None:
+    """Why the old token Secret, as read, is not deleted (None: it is a token Secret of the account, the
+    confirmed or named one, and holds exactly the stored token: the claims alone never pick what is deleted)."""
+    where = f"{account.namespace}/{secret_name}"
     if old is None:
-        return f"the old token Secret {facts.namespace}/{facts.secret_name} is already gone"
+        return f"the old token Secret {where} is already gone"
     annotations = (old.get("metadata") or {}).get("annotations") or {}
-    if old.get("type") != SA_TOKEN_TYPE or annotations.get(SA_NAME_ANNOTATION) != facts.service_account:
-        return f"{facts.namespace}/{facts.secret_name} is not a token Secret of {facts.service_account}: not deleted"
+    if old.get("type") != SA_TOKEN_TYPE or annotations.get(SA_NAME_ANNOTATION) != account.name:
+        return f"{where} is not a token Secret of {account.name}: not deleted"
+    token = (old.get("data") or {}).get("token") or ""
+    try:
+        held = base64.b64decode(token).decode()
+    except ValueError:
+        held = ""
+    if not old_token or held != old_token:
+        return f"{where} does not hold the old stored token: not deleted"
     return None
 
 
 def _revoke(rot: Rotation, rotated: _Rotated, still_using: list[str], deleted: set, progress: Progress) -> None:
-    entry, src = rotated.entry, rotated.src
+    entry, src, account = rotated.entry, rotated.src, rotated.account
     facts = entry.facts
-    key = (entry.server, facts.namespace, facts.secret_name)
+    key = (entry.server, account.namespace, facts.secret_name)
     if key in deleted:  # several ClientConfigs shared it: deleted once, for all of them
-        rot.revoked, rot.revocation = True, f"deleted token Secret {facts.namespace}/{facts.secret_name}"
+        rot.revoked, rot.revocation = True, f"deleted token Secret {account.namespace}/{facts.secret_name}"
         return
     name = facts.secret_name or ""
-    kept = _why_kept(rot, facts, still_using)
+    kept = _why_kept(rot, account, facts, still_using)
     if kept is None:
-        kept = _why_not_deleted(facts, src.get_or_none(kube.SECRET, name, facts.namespace))
+        kept = _why_not_deleted(account, name, src.get_or_none(kube.SECRET, name, account.namespace), entry.token)
     if kept is not None:
         rot.revoked, rot.revocation = False, kept
         return
-    progress(f"{entry.name}: revoking the old token (deleting token Secret {facts.namespace}/{name})")
-    src.delete(kube.SECRET, name, facts.namespace)
+    progress(f"{entry.name}: revoking the old token (deleting token Secret {account.namespace}/{name})")
+    src.delete(kube.SECRET, name, account.namespace)
     deleted.add(key)
     rot.revoked_after_seconds = time.monotonic() - rotated.minted_at
     rot.revoked = True
-    rot.revocation = f"deleted token Secret {facts.namespace}/{name}"
+    rot.revocation = f"deleted token Secret {account.namespace}/{name}"
 
 
 def _until_rejected(rot: Rotation, rotated: _Rotated, timeout: float = 15.0) -> float | None:
@@ -464,13 +632,14 @@ def _mint_review(rot: Rotation, account: ServiceAccountRef) -> dict:
     return access_review(account.namespace, "", "serviceaccounts", subresource="token", name=account.name)
 
 
-def _plan_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_doc: dict | None,
-              now: float) -> tuple[Rotation, dict | None]:
-    """What `_rotate_one` would do, and the old token Secret, found by reading only: the source is
-    asked whether its credentials may mint (an access review), never to mint."""
-    rot, account = _admit(client, entry, opts, now)
-    if account is None:
-        return rot, None
+def _plan_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_doc: dict | None, namespace: str,
+              now: float) -> tuple[Rotation, ServiceAccountRef | None, dict | None]:
+    """What `_rotate_one` would do, its account and the old token Secret, found by reading only: the same
+    checks of account and address, and the source asked whether its credentials may mint (an access
+    review), never to mint."""
+    rot, going = _admit(client, entry, opts, now)
+    if not going:
+        return rot, None, None
     facts = entry.facts
     via = _open_source(rot, opts, entry, src_doc)
     src = rot._src
@@ -480,25 +649,21 @@ def _plan_one(client: kube.KubeClient, entry: Entry, opts: RotateOptions, src_do
         rot.warnings.append(f"--no-verify-server: the new token would be checked through {via}; the stored server "
                             f"{entry.server} would not be contacted")
     try:
-        with ThreadPoolExecutor(max_workers=3) as reads:  # one round trip
-            review = reads.submit(src.request, "POST", kube.SELF_SUBJECT_ACCESS_REVIEW.path(),
-                                  _mint_review(rot, account))
-            old = reads.submit(src.get_or_none, kube.SECRET, old_name, account.namespace) if old_name else None
-            if _reaches_stored_server_first(rot, entry, via):
-                reads.submit(_reach_stored_server, entry, src).result()
-            allowed = bool((review.result().get("status") or {}).get("allowed"))
-            old_secret = old.result() if old else None
+        trusted = _settle(rot, entry, opts, namespace, via)
     except K8sctlError as e:
         rot.action, rot.reason = "failed", _source_hint(e, rot)
-        return rot, None
-    if not allowed:
+        return rot, None, None
+    assert trusted.dry_reads is not None
+    review, old_secret = trusted.dry_reads
+    account = trusted.account
+    if not (review.get("status") or {}).get("allowed"):
         rot.action = "failed"
         rot.reason = (f"{rot.source_access} may not {_mint_verb(rot)} in namespace {account.namespace} of "
                       f"{src.context}: rotating would fail (403)"
-                      + (f"; {_MINT_RIGHTS}" if rot.source_access == "the stored credentials" else ""))
-        return rot, None
+                      + (f"; {_MINT_RIGHTS}" if rot.source_access == SELF else ""))
+        return rot, None, None
     rot.action, rot.old_token_secret = WOULD_ROTATE, old_name
-    return rot, old_secret
+    return rot, account, old_secret
 
 
 def _dry_run(client: kube.KubeClient, namespace: str, entries: list[Entry], opts: RotateOptions,
@@ -506,22 +671,23 @@ def _dry_run(client: kube.KubeClient, namespace: str, entries: list[Entry], opts
     """Every rotation as `rotate` would do it, each cluster read at once; no token, no write."""
     progress(f"reading what rotating {len(entries)} ClientConfig(s) needs")
     with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(entries)))) as pool:
-        plans = list(pool.map(lambda e: _plan_one(client, e, opts, src_doc, now), entries))
-    for rot, _ in plans:
+        plans = list(pool.map(lambda e: _plan_one(client, e, opts, src_doc, namespace, now), entries))
+    for rot, _, _ in plans:
         if rot._src is not None:
             rot._src.close()
-    going = {rot.name for rot, _ in plans if rot.action == WOULD_ROTATE}
+    going = {rot.name for rot, _, _ in plans if rot.action == WOULD_ROTATE}
     if going:
         everyone = read_entries(client, namespace)  # who would still hold each old token
         by_name = {e.name: e for e in entries}
-        for rot, old_secret in plans:
-            if rot.action == WOULD_ROTATE:
+        for rot, account, old_secret in plans:
+            if rot.action == WOULD_ROTATE and account is not None:
                 entry = by_name[rot.name]
                 still_using = [n for n in holders_of(everyone, entry.server, entry.facts) if n not in going]
-                kept = _why_kept(rot, entry.facts, still_using) or _why_not_deleted(entry.facts, old_secret)
+                kept = _why_kept(rot, account, entry.facts, still_using) or _why_not_deleted(
+                    account, rot.old_token_secret or "", old_secret, entry.token)
                 rot.revoked = kept is None
-                rot.revocation = kept or f"would delete token Secret {entry.facts.namespace}/{rot.old_token_secret}"
-    return [rot for rot, _ in plans]
+                rot.revocation = kept or f"would delete token Secret {account.namespace}/{rot.old_token_secret}"
+    return [rot for rot, _, _ in plans]
 
 
 def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
@@ -547,7 +713,7 @@ def rotate(client: kube.KubeClient, namespace: str, opts: RotateOptions,
     try:
         for entry in entries:  # one after another: each may restart the operator; the first failure stops none
             try:
-                rotations.append(_rotate_one(client, entry, opts, src_doc, now, progress))
+                rotations.append(_rotate_one(client, entry, opts, src_doc, namespace, now, progress))
             except K8sctlError as e:
                 rotations.append(Rotation(entry.name, entry.context, action="failed", reason=" ".join(str(e).split())))
         done = [(r, r._rotated) for r in rotations if r._rotated is not None]  # action "rotated"

@@ -222,20 +222,31 @@ def rotate_cmd(
     token_timeout: float = typer.Option(60.0, "--timeout", help="Seconds to wait for a new token Secret to be filled."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what rotate would do for each ClientConfig, found by "
                                                           "reading only: no token minted, nothing written."),
+    serviceaccount: Optional[str] = typer.Option(None, "--serviceaccount", help="The service account to rotate "
+                                                 "(default: the one the source cluster confirms for the stored token "
+                                                 "with --src-kubeconfig, else k8ssandra-operator). Never taken from "
+                                                 "the token's claims alone."),
+    src_namespace: Optional[str] = typer.Option(None, "--src-namespace", help="Namespace of that service account "
+                                                "in the source cluster (default: as confirmed, else -n's)."),
     no_verify_server: bool = NoVerifyServerOption,
     wait_operator: Optional[str] = WaitOperatorOption,
     kubeconfig: Optional[Path] = KubeconfigOption, context: Optional[str] = ContextOption,
     namespace: Optional[str] = NamespaceOption, request_timeout: Optional[str] = RequestTimeoutOption,
     output: Output = OutputOption,
 ) -> None:
-    """New token for the same service account, verified, Secret updated in place, then the old token revoked."""
+    """New token for the same service account, verified, Secret updated in place, then the old token revoked.
+
+    With --src-kubeconfig, the account is the one the source cluster confirms (TokenReview) or the one
+    named; a new token goes to the stored server only once its certificate checks against the CA the
+    source cluster publishes (ConfigMap kube-root-ca.crt)."""
     from k8sctl import durations, rotation
 
     opts = rotation.RotateOptions(
         names=list(names or []), all=all_, src_kubeconfig=src_kubeconfig.expanduser() if src_kubeconfig else None,
         src_context=src_context, token_timeout=token_timeout, wait_operator=wait_seconds(wait_operator),
         if_expiring_within=durations.parse(if_expiring_within, "--if-expiring-within")
-        if if_expiring_within is not None else None, dry_run=dry_run, verify_server=not no_verify_server)
+        if if_expiring_within is not None else None, dry_run=dry_run, verify_server=not no_verify_server,
+        serviceaccount=serviceaccount, src_namespace=src_namespace)
     opts.validate()
     conn = connect(kubeconfig, context, namespace, request_timeout)
     with conn.client() as client, Spinner("reading" if dry_run else "rotating") as spinner:

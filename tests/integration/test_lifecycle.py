@@ -405,7 +405,7 @@ def record_requests(monkeypatch) -> list[tuple[str, str]]:
     return made
 
 
-REVIEWS = ("/selfsubjectaccessreviews", "/selfsubjectreviews")  # POSTs that store nothing
+REVIEWS = ("/selfsubjectaccessreviews", "/selfsubjectreviews", "/tokenreviews")  # POSTs that store nothing
 
 
 def test_rotate_dry_run_says_what_it_would_do_and_writes_and_mints_nothing(env, monkeypatch):
