@@ -1,9 +1,6 @@
-"""typer wiring of k8sctl. No Kubernetes logic here: commands complete their
-options, call the domain, and render what it returns."""
+"""typer wiring of k8sctl (the app; the entry point is `k8sctl.cli.main`). No Kubernetes logic
+here: commands complete their options, call the domain, and render what it returns."""
 from __future__ import annotations
-
-import os
-import sys
 
 import typer
 
@@ -43,24 +40,3 @@ app.add_typer(sandbox.app, name="sandbox")
 clientconfig.register(app)
 reconcile.register(app)
 
-
-def main() -> None:
-    """The `k8sctl` command. Once a command has finished (its files closed, its threads joined,
-    its output written), the process ends without the interpreter's teardown of some 200 modules
-    and their objects: ~25 ms, an eighth of a create-clientconfig on loopback. k8sctl registers
-    no exit handlers; an exception still goes the usual way."""
-    try:
-        app()
-        code: int = 0
-    except SystemExit as e:
-        if isinstance(e.code, str):  # click's way of saying "print this and fail"
-            print(e.code, file=sys.stderr)
-            code = 1
-        else:
-            code = e.code or 0
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (`k8sctl ... | head -1`): its reader has had enough
-            pass
-    os._exit(code)
