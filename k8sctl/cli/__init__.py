@@ -8,11 +8,14 @@ import sys
 import typer
 
 from k8sctl import __version__
-from k8sctl.cli import clientconfig, reconcile, sandbox
+from k8sctl.cli import clientconfig, plugins, reconcile
 from k8sctl.cli.common import Globals, setup_logging
 
 app = typer.Typer(
     name="k8sctl",
+    # Commands of other distributions (the sandbox's) are found through entry points, and only
+    # when a command that k8sctl itself lacks is asked for, or the help lists them.
+    cls=plugins.PluginGroup,
     help="ClientConfig and multi-cluster tooling for the K8ssandra operator.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -39,7 +42,6 @@ def _root(
     setup_logging(verbose)
 
 
-app.add_typer(sandbox.app, name="sandbox")
 clientconfig.register(app)
 reconcile.register(app)
 

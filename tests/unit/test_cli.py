@@ -61,7 +61,7 @@ def test_sandbox_status_without_sandbox(tmp_path):
 
 def test_missing_binaries_without_go_is_explained(tmp_path, monkeypatch):
     from k8sctl.errors import SandboxError
-    from k8sctl.sandbox import binaries
+    from k8sctl_sandbox import binaries
 
     monkeypatch.setenv("PATH", str(tmp_path))  # no `go` anywhere
     try:
@@ -74,7 +74,7 @@ def test_missing_binaries_without_go_is_explained(tmp_path, monkeypatch):
 
 
 def test_free_ports_avoid_the_ephemeral_range():
-    from k8sctl.sandbox import processes
+    from k8sctl_sandbox import processes
 
     low, _ = processes._ephemeral_range()
     ports = {processes.free_port() for _ in range(50)}
@@ -83,7 +83,7 @@ def test_free_ports_avoid_the_ephemeral_range():
 
 def test_free_ports_are_never_handed_out_twice():
     """A sandbox picks all its ports before its servers bind them: a repeat would be a port race."""
-    from k8sctl.sandbox import processes
+    from k8sctl_sandbox import processes
 
     ports = [processes.free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)

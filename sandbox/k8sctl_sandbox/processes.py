@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k8sctl.errors import SandboxError
-from k8sctl.sandbox import interrupts
+from k8sctl_sandbox import interrupts
 
 
 @dataclass(frozen=True)
