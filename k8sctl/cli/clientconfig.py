@@ -26,6 +26,7 @@ from k8sctl.cli.common import (
     wait_seconds,
     warn,
 )
+from k8sctl.cli.groups import FullHelpGroup
 
 _WAITS = optional_value("--wait-operator", WAIT_OPERATOR_DEFAULT)
 # The same check, with the same meaning, for create-clientconfig and clientconfig rotate.
@@ -33,7 +34,7 @@ NoVerifyServerOption = typer.Option(False, "--no-verify-server", help="Check the
                                     "own address (rotate: --src-kubeconfig's), not the stored server, with a warning "
                                     "(for addresses only the operator's pods reach).")
 group = typer.Typer(help="ClientConfigs of the control plane: list with health, verify, rotate, delete.",
-                    no_args_is_help=True, rich_markup_mode=None)
+                    no_args_is_help=True, rich_markup_mode=None, cls=FullHelpGroup)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
+
+from k8sctl.cli.groups import FullHelpGroup
 
 GROUP = "k8sctl.commands"
 # Commands documented with k8sctl that live in another distribution: what to install for each.
@@ -38,7 +39,7 @@ def _not_installed(name: str) -> Any:
     return typer.main.get_command(stub)
 
 
-class PluginGroup(TyperGroup):
+class PluginGroup(FullHelpGroup):
     """k8sctl's own commands, then those of installed plugins."""
 
     def list_commands(self, ctx: Any) -> list[str]:

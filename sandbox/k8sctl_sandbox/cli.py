@@ -10,10 +10,11 @@ from typing import Any, Optional
 import typer
 
 from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
+from k8sctl.cli.groups import FullHelpGroup
 from k8sctl.errors import UsageError
 
 app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True,
-                  rich_markup_mode=None)
+                  rich_markup_mode=None, cls=FullHelpGroup)
 
 
 
@@ -316,7 +317,7 @@ def logs_cmd(
     tail: int = typer.Option(0, "--tail", help="Only the last N lines (0: all)."),
     directory: Path = DirOption,
 ) -> None:
-    """Print the log of one sandbox process (e.g. 'operator': the k8ssandra-operator manager)."""
+    """Print the log of one sandbox process, such as 'operator' (the k8ssandra-operator manager)."""
     import sys
 
     from k8sctl_sandbox import cluster as sandbox_cluster

@@ -87,3 +87,27 @@ def test_free_ports_are_never_handed_out_twice():
 
     ports = [processes.free_port() for _ in range(300)]
     assert len(set(ports)) == len(ports)
+
+
+def _help_texts(env: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for argv in (["--help"], ["clientconfig", "--help"], ["sandbox", "--help"], ["create-clientconfig", "--help"],
+                 ["clientconfig", "rotate", "--help"], ["reconcile", "--help"]):
+        r = CliRunner().invoke(app, argv, env=env, terminal_width=int(env["COLUMNS"]))
+        assert r.exit_code == 0, r.output
+        out[" ".join(argv)] = r.output
+    return out
+
+
+def test_help_never_cuts_a_summary_or_breaks_a_word():
+    """CI logs are not terminals: at any width every command summary is whole (no "..." or "…") and
+    names like kube-controller-manager or data-plane are never split at a hyphen."""
+    for columns in ("60", "80", "200"):
+        for argv, text in _help_texts({"COLUMNS": columns}).items():
+            assert "…" not in text and not any(line.rstrip().endswith("...") and "[" not in line
+                                               for line in text.splitlines()), (columns, argv, text)
+            assert not any(line.rstrip().endswith("-") for line in text.splitlines()), (columns, argv, text)
+    wide = _help_texts({"COLUMNS": "60"})
+    assert "kube-controller-manager" in wide["sandbox --help"]
+    assert "Create or update the kubeconfig Secret and ClientConfig through which the operator reaches a cluster." \
+        in " ".join(wide["--help"].split())
