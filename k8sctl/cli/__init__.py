@@ -8,7 +8,7 @@ import sys
 import typer
 
 from k8sctl import __version__
-from k8sctl.cli import clientconfig, plugins, reconcile
+from k8sctl.cli import clientconfig, completion, plugins, reconcile
 from k8sctl.cli.common import Globals, setup_logging
 
 app = typer.Typer(
@@ -16,6 +16,9 @@ app = typer.Typer(
     # Commands of other distributions (the sandbox's) are found through entry points, and only
     # when a command that k8sctl itself lacks is asked for, or the help lists them.
     cls=plugins.PluginGroup,
+    # `k8sctl completion SHELL` prints each shell's own script (typer's --show-completion guesses
+    # the shell, and printed bash's for `--show-completion zsh`).
+    add_completion=False,
     help="ClientConfig and multi-cluster tooling for the K8ssandra operator.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -44,6 +47,7 @@ def _root(
 
 clientconfig.register(app)
 reconcile.register(app)
+completion.register(app)
 
 
 def main() -> None:
@@ -51,8 +55,10 @@ def main() -> None:
     its output written), the process ends without the interpreter's teardown of some 200 modules
     and their objects: ~25 ms, an eighth of a create-clientconfig on loopback. k8sctl registers
     no exit handlers; an exception still goes the usual way."""
+    if completion.COMPLETE_VAR in os.environ:  # the shell asks for completions
+        completion.init()
     try:
-        app()
+        app(prog_name=completion.PROG)  # also under `python -m k8sctl`: the name the scripts complete
         code: int = 0
     except SystemExit as e:
         if isinstance(e.code, str):  # click's way of saying "print this and fail"
