@@ -6,6 +6,7 @@ commands: reading them costs tens of milliseconds, which `create-clientconfig` n
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import typer
@@ -39,8 +40,22 @@ def _not_installed(name: str) -> Any:
     return typer.main.get_command(stub)
 
 
+_VERBOSE = re.compile(r"^(-v+|--verbose)$")
+
+
+def verbose_first(args: list[str]) -> list[str]:
+    """`-v`, `-vv` and `--verbose` anywhere before `--` moved to the front, where the root takes
+    them: `k8sctl clientconfig verify -v` as `k8sctl -v clientconfig verify`."""
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if _VERBOSE.match(a)]
+    return flags + [a for a in args[:end] if not _VERBOSE.match(a)] + args[end:]
+
+
 class PluginGroup(FullHelpGroup):
-    """k8sctl's own commands, then those of installed plugins."""
+    """k8sctl's own commands, then those of installed plugins; the verbosity flag anywhere."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, verbose_first(list(args)))
 
     def list_commands(self, ctx: Any) -> list[str]:
         own = super().list_commands(ctx)

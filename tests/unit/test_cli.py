@@ -152,3 +152,16 @@ def test_context_names_complete_from_the_kubeconfig_the_command_would_read(tmp_p
     assert contexts_from("src_kubeconfig")(Ctx(), "kind-") == ["kind-a", "kind-b"]
     Ctx.params = {"src_kubeconfig": str(tmp_path / "missing")}
     assert contexts_from("src_kubeconfig")(Ctx(), "") == []  # no error printed: no suggestions
+
+
+def test_verbose_works_after_the_command_too():
+    from k8sctl.cli.plugins import verbose_first
+
+    assert verbose_first(["clientconfig", "verify", "-v"]) == ["-v", "clientconfig", "verify"]
+    assert verbose_first(["reconcile", "demo", "-vv", "--", "-v"]) == ["-vv", "reconcile", "demo", "--", "-v"]
+    assert verbose_first(["--verbose", "x"]) == ["--verbose", "x"]
+    for argv in (["clientconfig", "verify", "-v", "--help"], ["create-clientconfig", "--help", "-vv"]):
+        r = CliRunner().invoke(app, argv)
+        assert r.exit_code == 0 and "Usage:" in r.output, (argv, r.output)
+    r = CliRunner().invoke(app, ["clientconfig", "list", "--kubeconfig", "/nonexistent/k8sctl-test", "-v"])
+    assert r.exit_code == 2 and "No such option" not in r.output and "does not exist" in r.output, r.output
