@@ -8,10 +8,11 @@ BIN := $(VENV)/bin
 venv: $(VENV)/.installed
 
 # Re-installed only when pyproject.toml changes; pip's own cache makes that quick.
-$(VENV)/.installed: pyproject.toml
+# Both distributions, editable: the CLI (k8sctl) and its test bed (k8sctl-sandbox, in sandbox/).
+$(VENV)/.installed: pyproject.toml sandbox/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test]' -e ./sandbox
 	touch $@
 
 # Builds etcd, kube-apiserver and kube-controller-manager once (cached in ~/.cache/k8sctl).
@@ -20,8 +21,8 @@ binaries: venv
 
 # ruff (pyflakes, bugbear, import order) and mypy: part of `make test`, so of CI.
 lint: venv
-	$(BIN)/ruff check k8sctl tests benchmarks hack
-	$(BIN)/mypy k8sctl
+	$(BIN)/ruff check k8sctl sandbox tests benchmarks hack
+	$(BIN)/mypy k8sctl sandbox/k8sctl_sandbox
 
 test: binaries lint
 	$(BIN)/pytest -q

@@ -32,7 +32,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl.sandbox import binaries, cluster, crds_and_identity
+from k8sctl_sandbox import binaries, cluster, crds_and_identity
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from k8sctl import kube
 from k8sctl.cli import app
-from k8sctl.sandbox import binaries, cluster, crds_and_identity
+from k8sctl_sandbox import binaries, cluster, crds_and_identity
 
 
 def run_process(argv: list[str]) -> tuple[float, int]:

@@ -55,7 +55,7 @@ from k8sctl import kubeconfig as kc  # noqa: E402
 from k8sctl.apis import clientconfig as clientconfig_api  # noqa: E402
 from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cli import app  # noqa: E402
-from k8sctl.sandbox import binaries, cluster, crds_and_identity, toxiproxy  # noqa: E402
+from k8sctl_sandbox import binaries, cluster, crds_and_identity, toxiproxy  # noqa: E402
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 CC = clientconfig_api.resource("v1beta1")

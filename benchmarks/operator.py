@@ -26,7 +26,7 @@ from k8sctl import kubeconfig as kc  # noqa: E402
 from k8sctl.apis import cassandradatacenter as cdc  # noqa: E402
 from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cli import app  # noqa: E402
-from k8sctl.sandbox import operator  # noqa: E402
+from k8sctl_sandbox import operator  # noqa: E402
 
 NS = "k8ssandra-operator"
 SETTLE = 5.0  # seconds given to the operator to react to a command before counting restarts

@@ -29,8 +29,8 @@ from k8sctl import kubeconfig as kc  # noqa: E402
 from k8sctl.apis import k8ssandracluster as k8c  # noqa: E402
 from k8sctl.cache import ClientCache  # noqa: E402
 from k8sctl.reconcile import ReconcileOptions, run  # noqa: E402
-from k8sctl.sandbox import binaries, cluster, crds_and_identity  # noqa: E402
-from tests.integration.crds import install_cassandradatacenter_crd  # noqa: E402
+from k8sctl_sandbox import binaries, cluster, crds_and_identity  # noqa: E402
+from k8sctl_sandbox.crds_and_identity import install_cassandradatacenter_crd  # noqa: E402
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 

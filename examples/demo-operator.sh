@@ -10,7 +10,7 @@ KC="$SB/kubeconfigs"
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 restarts() { k8sctl sandbox status --dir "$SB" -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["operator"]["restarts"])'; }
 # Every ClientConfig change restarts the operator: wait until it serves again.
-serving() { python3 -c 'import sys; from pathlib import Path; from k8sctl.sandbox import operator
+serving() { python3 -c 'import sys; from pathlib import Path; from k8sctl_sandbox import operator
 operator.wait_ready(Path(sys.argv[1]).resolve(), timeout=60)' "$SB"; }
 trap 'step "tearing down"; k8sctl sandbox down --dir "$SB"; [ -n "${DEMO_DIR:-}" ] || rm -rf "$DIR"' EXIT
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write k8sctl/sandbox/gomod/kubernetes-<minor>/{go.mod,go.sum} for one Kubernetes release.
+"""Write sandbox/k8sctl_sandbox/gomod/kubernetes-<minor>/{go.mod,go.sum} for one Kubernetes release.
 
 Usage: hack/kubernetes-gomod.py v1.34.4
 

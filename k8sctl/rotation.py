@@ -36,6 +36,7 @@ from k8sctl.clientconfigs import (
     with_server,
 )
 from k8sctl.errors import ClusterError, K8sctlError, UsageError
+from k8sctl.interrupts import deferred
 from k8sctl.lifecycle import (
     MAX_PARALLEL,
     Entry,
@@ -50,7 +51,6 @@ from k8sctl.lifecycle import (
     token_facts,
     wait_operator_loaded,
 )
-from k8sctl.sandbox.interrupts import deferred
 
 WOULD_ROTATE = "would be rotated"
 

@@ -23,12 +23,16 @@ def main() -> None:
     written), the process ends without the interpreter's teardown of some 200 modules and their
     objects: ~25 ms, an eighth of a create-clientconfig on loopback. k8sctl registers no exit
     handlers; an exception still goes the usual way."""
-    from k8sctl.sandbox.interrupts import signals_raise
+    from k8sctl.interrupts import signals_raise
 
     try:
         with signals_raise():
+            from k8sctl.cli import completion  # typer: after the handlers, as the app
+
+            if completion.COMPLETE_VAR in os.environ:  # the shell asks for completions
+                completion.init()
             app = sys.modules[__name__].app  # the typer app (or what a test put there)
-            app()
+            app(prog_name=completion.PROG)  # also under `python -m k8sctl`: the name the scripts complete
         code: int = 0
     except SystemExit as e:
         if isinstance(e.code, str):  # click's way of saying "print this and fail"

@@ -26,6 +26,7 @@ from k8sctl.cli.common import (
     wait_seconds,
     warn,
 )
+from k8sctl.cli.groups import FullHelpGroup
 
 _WAITS = optional_value("--wait-operator", WAIT_OPERATOR_DEFAULT)
 # The same check, with the same meaning, for create-clientconfig and clientconfig rotate.
@@ -33,7 +34,7 @@ NoVerifyServerOption = typer.Option(False, "--no-verify-server", help="Check the
                                     "own address (rotate: --src-kubeconfig's), not the stored server, with a warning "
                                     "(for addresses only the operator's pods reach).")
 group = typer.Typer(help="ClientConfigs of the control plane: list with health, verify, rotate, delete.",
-                    no_args_is_help=True, rich_markup_mode=None)
+                    no_args_is_help=True, rich_markup_mode=None, cls=FullHelpGroup)
 
 
 def register(app: typer.Typer) -> None:
@@ -166,7 +167,8 @@ CheckTimeoutOption = typer.Option("5s", "--timeout", help="Limit for each cluste
 @handle_errors
 def list_cmd(
     check: bool = typer.Option(False, "--check", help="Also check every cluster live, all at once: reachable, TLS, "
-                                                      "identity, may manage CassandraDatacenters."),
+                                                      "identity, may manage CassandraDatacenters. Exits 0 whatever it finds: "
+                                                      "the gate for CI is `clientconfig verify`."),
     timeout: str = CheckTimeoutOption,
     kubeconfig: Optional[Path] = KubeconfigOption, context: Optional[str] = ContextOption,
     namespace: Optional[str] = NamespaceOption, request_timeout: Optional[str] = RequestTimeoutOption,
@@ -200,6 +202,11 @@ def verify_cmd(
     with conn.client() as client, Spinner("verifying ClientConfigs") as spinner:
         listing = lifecycle.list_clientconfigs(client, conn.namespace, names=list(names or []), live=True,
                                                timeout=seconds, progress=spinner.update)
+    if not listing.entries:  # a gate that checked nothing has not passed
+        from k8sctl.errors import ClusterError
+
+        raise ClusterError(f"no ClientConfig in namespace {conn.namespace!r} of {listing.context}: nothing was "
+                           f"verified; pass -n with the operator's namespace (is it {conn.namespace!r}?)")
     data = listing.as_dict()
     data["failed"] = listing.failed
     render(data, output, _verify_text)

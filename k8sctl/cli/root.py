@@ -5,11 +5,17 @@ from __future__ import annotations
 import typer
 
 from k8sctl import __version__
-from k8sctl.cli import clientconfig, reconcile, sandbox
+from k8sctl.cli import clientconfig, completion, plugins, reconcile
 from k8sctl.cli.common import Globals, setup_logging
 
 app = typer.Typer(
     name="k8sctl",
+    # Commands of other distributions (the sandbox's) are found through entry points, and only
+    # when a command that k8sctl itself lacks is asked for, or the help lists them.
+    cls=plugins.PluginGroup,
+    # `k8sctl completion SHELL` prints each shell's own script (typer's --show-completion guesses
+    # the shell, and printed bash's for `--show-completion zsh`).
+    add_completion=False,
     help="ClientConfig and multi-cluster tooling for the K8ssandra operator.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -36,7 +42,6 @@ def _root(
     setup_logging(verbose)
 
 
-app.add_typer(sandbox.app, name="sandbox")
 clientconfig.register(app)
 reconcile.register(app)
-
+completion.register(app)

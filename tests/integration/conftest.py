@@ -32,7 +32,7 @@ from typer.testing import CliRunner
 from k8sctl import kube, waiting
 from k8sctl import kubeconfig as kc
 from k8sctl.cli import app
-from k8sctl.sandbox import binaries, cluster, crds_and_identity, operator
+from k8sctl_sandbox import binaries, cluster, crds_and_identity, operator
 from tests import leakguard
 
 # Tests that build and run the real k8ssandra-operator skip, saying why, without its source.

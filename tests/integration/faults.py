@@ -3,7 +3,7 @@ per cluster (a proxy is named after its cluster's context). Every fault added th
 is removed when its `with` block ends, so a failing test leaves the network as it found it."""
 from __future__ import annotations
 
-from k8sctl.sandbox import cluster, toxiproxy
+from k8sctl_sandbox import cluster, toxiproxy
 
 
 class Faults:

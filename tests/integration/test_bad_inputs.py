@@ -12,7 +12,7 @@ from k8sctl import kube
 from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 
 NS = crds_and_identity.OPERATOR_NAMESPACE
 

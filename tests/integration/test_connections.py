@@ -12,7 +12,7 @@ from pathlib import Path
 
 from k8sctl import kube
 from k8sctl import kubeconfig as kc
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 from tests import leakguard
 
 NS = crds_and_identity.OPERATOR_NAMESPACE

@@ -17,7 +17,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.cli import app
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 from tests.sockets import silent_server
 
 from .conftest import BARE, V1ALPHA1
@@ -378,7 +378,7 @@ def test_token_never_filled_times_out(cli, sandbox, admins, namespace_factory):
     ns = namespace_factory(BARE, prefix="nofill")
     admins[BARE].create(kube.SERVICEACCOUNT, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}, ns)
     run_dir = Path(sandbox.directory) / "run"
-    from k8sctl.sandbox import processes
+    from k8sctl_sandbox import processes
 
     processes.stop_all(run_dir, str(Path(sandbox.directory).resolve()),
                        names=[f"kube-controller-manager-{sandbox.clusters[BARE].name}"])

@@ -25,7 +25,7 @@ from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
 from k8sctl.errors import ClusterError
-from k8sctl.sandbox import cluster, crds_and_identity, toxiproxy
+from k8sctl_sandbox import cluster, crds_and_identity, toxiproxy
 from tests import leakguard
 
 from .conftest import guarded

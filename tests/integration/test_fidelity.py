@@ -34,7 +34,7 @@ from k8sctl.datacenters import (
     superuser_secret,
     superuser_secret_name,
 )
-from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
+from k8sctl_sandbox import cassandradatacenters, crds_and_identity, operator
 
 from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 

@@ -28,7 +28,7 @@ from k8sctl.apis import clientconfig as api
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 from tests.sockets import silent_server
 
 CC = api.resource("v1beta1")

@@ -21,7 +21,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.apis import k8ssandracluster as k8c
-from k8sctl.sandbox import cassandradatacenters, crds_and_identity, operator
+from k8sctl_sandbox import cassandradatacenters, crds_and_identity, operator
 
 from .conftest import NEEDS_OPERATOR_SOURCE, invoke, operator_sandbox, wait_for
 

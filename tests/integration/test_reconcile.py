@@ -24,7 +24,7 @@ from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cache import ClientCache
 from k8sctl.cli import app
 from k8sctl.datacenters import HASH_ANNOTATION, build_datacenters
-from k8sctl.sandbox import cluster, crds_and_identity
+from k8sctl_sandbox import cluster, crds_and_identity
 from tests import leakguard
 
 from .conftest import admin_client
@@ -707,7 +707,7 @@ def test_a_context_named_like_an_ipv6_url_prints_as_itself(sandbox, admins, pref
 
 def test_auto_switches_to_the_secret_when_a_replaced_crd_refuses_inline(crd_sandbox, crd_admins, prefix):
     """Live datacenters say inline, but the CRD was replaced by the unpatched one since (a downgrade)."""
-    from .crds import install_cassandradatacenter_crd
+    from k8sctl_sandbox.crds_and_identity import install_cassandradatacenter_crd
 
     doc = crd_demo(prefix, ("prod-1",), sizes=(1,))
     apply_cluster(crd_admins, doc)

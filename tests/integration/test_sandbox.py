@@ -24,7 +24,7 @@ from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import binaries, cluster, crds_and_identity, manifests, processes
+from k8sctl_sandbox import binaries, cluster, crds_and_identity, manifests, processes
 
 from ..unit.test_interrupts import processes_mentioning
 from .conftest import CLUSTERS, UNPATCHED, admin_client

@@ -33,7 +33,7 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl.sandbox import crds_and_identity, pki
+from k8sctl_sandbox import crds_and_identity, pki
 from tests import leakguard
 from tests.integration.test_lifecycle import CC, DEST, SRC, Env, as_json, status_of, token_of, whoami
 

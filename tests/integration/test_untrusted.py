@@ -18,7 +18,7 @@ from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.cli import app
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 from tests import leakguard
 
 from .conftest import wait_for

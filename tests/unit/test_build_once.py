@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from k8sctl.errors import SandboxError
-from k8sctl.sandbox.binaries import build_once
+from k8sctl_sandbox.binaries import build_once
 
 
 def complete(folder: Path) -> bool:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from k8sctl.cli.sandbox import KUBERNETES_VERSION_HELP
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import binaries
+from k8sctl_sandbox import binaries
+from k8sctl_sandbox.cli import KUBERNETES_VERSION_HELP
 
 RECORDING_GO = """#!/bin/sh
 echo "$*" >> "{calls}"

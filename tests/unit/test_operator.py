@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from k8sctl.errors import UsageError
-from k8sctl.sandbox import operator, operator_supervisor, processes
+from k8sctl_sandbox import operator, operator_supervisor, processes
 
 
 def fake_source(root: Path) -> Path:
@@ -115,7 +115,7 @@ def test_supervisor_restarts_counts_and_stops(tmp_path):
               "log": str(tmp_path / "operator.log"), "pidFile": str(tmp_path / "operator.pid"),
               "status": str(tmp_path / "status.json")}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    sup = subprocess.Popen([sys.executable, "-m", "k8sctl.sandbox.operator_supervisor", str(tmp_path)],
+    sup = subprocess.Popen([sys.executable, "-m", "k8sctl_sandbox.operator_supervisor", str(tmp_path)],
                            stdout=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20

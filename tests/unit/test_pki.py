@@ -8,7 +8,7 @@ import threading
 
 from cryptography import x509
 
-from k8sctl.sandbox.pki import generate_cluster_pki
+from k8sctl_sandbox.pki import generate_cluster_pki
 
 
 def test_certificates_are_strict_x509(tmp_path):

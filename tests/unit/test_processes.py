@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from k8sctl.sandbox import processes
+from k8sctl_sandbox import processes
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(120)"]
 

@@ -94,7 +94,7 @@ def test_an_old_token_secret_is_deleted_only_for_the_account_and_the_stored_toke
 
 
 def test_prove_server_is_a_handshake_checked_against_the_given_ca(tmp_path):
-    from k8sctl.sandbox import pki
+    from k8sctl_sandbox import pki
 
     ours = pki.generate_cluster_pki(tmp_path / "ours", "ours", ["127.0.0.1"])
     theirs = pki.generate_cluster_pki(tmp_path / "theirs", "theirs", ["127.0.0.1"])

@@ -1,8 +1,8 @@
 """`sandbox up --rtt`: what it accepts and what it refuses (pure)."""
 import pytest
 
-from k8sctl.cli.sandbox import parse_rtt
 from k8sctl.errors import UsageError
+from k8sctl_sandbox.cli import parse_rtt
 
 
 @pytest.mark.parametrize("text, ms", [("0", 0.0), ("100ms", 100.0), ("0.2s", 200.0), (" 50MS ", 50.0), ("0ms", 0.0)])

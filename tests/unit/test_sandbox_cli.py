@@ -4,8 +4,8 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from k8sctl.cli import app
-from k8sctl.cli.sandbox import CassandraDatacenterCrd
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
+from k8sctl_sandbox.cli import CassandraDatacenterCrd
 
 
 def up(tmp_path, *args: str):
@@ -42,7 +42,7 @@ def test_timeout_must_be_a_positive_finite_number(tmp_path):
 
 
 def test_clusters_has_a_documented_upper_bound(tmp_path):
-    from k8sctl.sandbox.cluster import MAX_CLUSTERS
+    from k8sctl_sandbox.cluster import MAX_CLUSTERS
 
     r = up(tmp_path, "--clusters", str(MAX_CLUSTERS + 1))
     assert r.exit_code == 2 and r.output.startswith(f"error: --clusters must be at most {MAX_CLUSTERS} (got 17)")

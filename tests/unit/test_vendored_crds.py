@@ -7,7 +7,7 @@ import re
 import pytest
 
 from k8sctl.errors import UsageError
-from k8sctl.sandbox import crds_and_identity
+from k8sctl_sandbox import crds_and_identity
 
 PROVENANCE = crds_and_identity.CRD_DIR / "PROVENANCE.md"
 

@@ -27,11 +27,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from k8sctl import interrupts
 from k8sctl import kubeconfig as kc
 from k8sctl.errors import UsageError
-from k8sctl.sandbox import interrupts, processes
-from k8sctl.sandbox.binaries import Binaries
-from k8sctl.sandbox.pki import ClusterPKI, generate_cluster_pki
+from k8sctl_sandbox import processes
+from k8sctl_sandbox.binaries import Binaries
+from k8sctl_sandbox.pki import ClusterPKI, generate_cluster_pki
 
 if TYPE_CHECKING:
     from k8sctl import kube
@@ -213,7 +214,7 @@ def _up(directory: Path, n: int, bins: Binaries, prefix: str, progress, timeout:
                   for c, p in planned]
     toxiproxy_port = None
     if proxy_binary is not None:
-        from k8sctl.sandbox import toxiproxy
+        from k8sctl_sandbox import toxiproxy
 
         progress(f"starting toxiproxy: a proxy per API server, {rtt_ms:g} ms round trip")
         toxiproxy_port, listening = toxiproxy.start(run_dir, log_dir, {c.context: c.port for c, _ in planned},

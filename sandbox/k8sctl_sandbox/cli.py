@@ -10,15 +10,16 @@ from typing import Any, Optional
 import typer
 
 from k8sctl.cli.common import Output, OutputOption, console, handle_errors, render
+from k8sctl.cli.groups import FullHelpGroup
 from k8sctl.errors import UsageError
 
 app = typer.Typer(help="Run real Kubernetes control planes on loopback (no Docker, no kind).", no_args_is_help=True,
-                  rich_markup_mode=None)
+                  rich_markup_mode=None, cls=FullHelpGroup)
 
 
 
 class CassandraDatacenterCrd(str, enum.Enum):
-    """The names of k8sctl.sandbox.crds_and_identity.CASSANDRADATACENTER_CRDS (kept here so --help imports nothing)."""
+    """The names of k8sctl_sandbox.crds_and_identity.CASSANDRADATACENTER_CRDS (kept here so --help imports nothing)."""
 
     production = "production"
     unpatched = "unpatched"
@@ -36,7 +37,7 @@ def _progress():
 
 
 def _binaries(progress, allow_build: bool = True, kubernetes_version: str | None = None):
-    from k8sctl.sandbox import binaries
+    from k8sctl_sandbox import binaries
 
     return binaries.ensure(assets_dir=os.environ.get("KUBEBUILDER_ASSETS") or None, progress=progress,
                            allow_build=allow_build, kubernetes_version=kubernetes_version)
@@ -52,7 +53,8 @@ KubernetesVersionOption = typer.Option(None, "--kubernetes-version", show_defaul
 @handle_errors
 def binaries_cmd(kubernetes_version: Optional[str] = KubernetesVersionOption, output: Output = OutputOption) -> None:
     """Build (once) or locate etcd, kube-apiserver and kube-controller-manager, and print where they are."""
-    from k8sctl.sandbox import binaries, interrupts
+    from k8sctl import interrupts
+    from k8sctl_sandbox import binaries
 
     release = binaries.kubernetes_release(kubernetes_version) if kubernetes_version is not None else None
     t0 = time.monotonic()
@@ -114,8 +116,9 @@ def up_cmd(
     output: Output = OutputOption,
 ) -> None:
     """Start N clusters and wait until every API server is ready."""
-    from k8sctl.sandbox import binaries, crds_and_identity, interrupts
-    from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl import interrupts
+    from k8sctl_sandbox import binaries, crds_and_identity
+    from k8sctl_sandbox import cluster as sandbox_cluster
 
     # 1. Check every option before anything is built or started.
     sandbox_cluster.validate_up(clusters, prefix, timeout)
@@ -132,7 +135,7 @@ def up_cmd(
     manager: Path | None = None
     source: Path | None = None
     if run_operator:
-        from k8sctl.sandbox import operator
+        from k8sctl_sandbox import operator
 
         source = operator.resolve_source(operator_source)
         operator.crd_paths(source)  # every CRD file present, before anything starts
@@ -151,7 +154,7 @@ def up_cmd(
             bins = _binaries(update, kubernetes_version=release)
             proxy_binary = None
             if network:
-                from k8sctl.sandbox import toxiproxy
+                from k8sctl_sandbox import toxiproxy
 
                 proxy_binary = toxiproxy.ensure(progress=update)
             if run_operator and source is not None:
@@ -216,7 +219,7 @@ def parse_rtt(text: str) -> float:
 def _interrupted(e: KeyboardInterrupt, logs: Path | None):
     """Ctrl-C, SIGTERM or SIGHUP: what the run left (nothing running), as one line and 128+signal."""
     from k8sctl.cli.common import fail
-    from k8sctl.sandbox.interrupts import Terminated
+    from k8sctl.interrupts import Terminated
 
     what = f"terminated by {e}" if isinstance(e, Terminated) else "interrupted"
     kept = f"; its logs are in {logs}" if logs is not None and logs.is_dir() else ""
@@ -246,7 +249,7 @@ def _clusters_table(d: dict) -> None:
 def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
     """Show the sandbox's clusters, whether each API server answers, and the operator if it runs.
     Exit 1 if an API server does not answer or nothing supervises the operator any more."""
-    from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl_sandbox import cluster as sandbox_cluster
 
     state, live, ready = sandbox_cluster.status(directory.expanduser())
     data: dict[str, Any] = {
@@ -258,7 +261,7 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
     }
     if state.toxiproxy_port is not None:
         from k8sctl.errors import SandboxError
-        from k8sctl.sandbox import toxiproxy
+        from k8sctl_sandbox import toxiproxy
 
         data["rttMs"] = state.rtt_ms
         data["toxiproxy"] = {"api": f"http://{toxiproxy.HOST}:{state.toxiproxy_port}"}
@@ -268,7 +271,7 @@ def status_cmd(directory: Path = DirOption, output: Output = OutputOption) -> No
             data["toxiproxy"]["error"] = str(e)
     operator_down = False
     if state.operator:
-        from k8sctl.sandbox import operator
+        from k8sctl_sandbox import operator
 
         data["operator"] = operator.status_report(Path(state.directory), state.operator, live)
         operator_down = data["operator"]["state"] == operator.UNSUPERVISED  # restarting is normal; unsupervised is not
@@ -316,10 +319,10 @@ def logs_cmd(
     tail: int = typer.Option(0, "--tail", help="Only the last N lines (0: all)."),
     directory: Path = DirOption,
 ) -> None:
-    """Print the log of one sandbox process (e.g. 'operator': the k8ssandra-operator manager)."""
+    """Print the log of one sandbox process, such as 'operator' (the k8ssandra-operator manager)."""
     import sys
 
-    from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl_sandbox import cluster as sandbox_cluster
 
     text = sandbox_cluster.read_log(directory.expanduser(), name)
     lines = text.splitlines(keepends=True)
@@ -330,7 +333,7 @@ def logs_cmd(
 @handle_errors
 def down_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
     """Stop every process of the sandbox and remove its state."""
-    from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl_sandbox import cluster as sandbox_cluster
 
     stopped = sandbox_cluster.down(directory.expanduser())
     render({"stopped": stopped}, output,
@@ -341,7 +344,7 @@ def down_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None
 @handle_errors
 def stop_cluster_cmd(context: str, directory: Path = DirOption) -> None:
     """Stop one cluster's API server (to see how k8sctl handles an unreachable cluster)."""
-    from k8sctl.sandbox import cluster as sandbox_cluster
+    from k8sctl_sandbox import cluster as sandbox_cluster
 
     console(stderr=False).print(f"stopped {', '.join(sandbox_cluster.stop_cluster(directory.expanduser(), context))}")
 
@@ -355,7 +358,7 @@ def apply_cmd(
     directory: Path = DirOption,
 ) -> None:
     """Server-side apply manifests to one sandbox cluster (the sandbox needs no kubectl)."""
-    from k8sctl.sandbox import manifests
+    from k8sctl_sandbox import manifests
 
     for line in manifests.apply_file(directory.expanduser(), context, filename.expanduser(), namespace):
         console(stderr=False).print(line)
@@ -365,7 +368,7 @@ def apply_cmd(
 @handle_errors
 def datacenters_cmd(directory: Path = DirOption, output: Output = OutputOption) -> None:
     """List the CassandraDatacenters of every sandbox cluster."""
-    from k8sctl.sandbox import cassandradatacenters
+    from k8sctl_sandbox import cassandradatacenters
 
     rows = cassandradatacenters.list_datacenters(directory.expanduser())
 
@@ -384,7 +387,7 @@ def datacenters_cmd(directory: Path = DirOption, output: Output = OutputOption) 
 @handle_errors
 def mark_ready_cmd(directory: Path = DirOption) -> None:
     """Stand in for cass-operator: mark every CassandraDatacenter Ready (no Cassandra runs in the sandbox)."""
-    from k8sctl.sandbox import cassandradatacenters
+    from k8sctl_sandbox import cassandradatacenters
 
     for line in cassandradatacenters.mark_ready(directory.expanduser()):
         console(stderr=False).print(line)

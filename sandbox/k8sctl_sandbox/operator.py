@@ -31,8 +31,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from k8sctl import interrupts
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import binaries, interrupts
+from k8sctl_sandbox import binaries
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE = PROJECT_ROOT.parent / "shared" / "upstream" / "k8ssandra-operator"
@@ -217,7 +218,7 @@ def _webhook_resource():
 def install(client, source: Path, namespace: str, crds: list[dict]) -> None:
     """What the operator needs on one cluster (control plane or data plane)."""
     from k8sctl import kube
-    from k8sctl.sandbox import crds_and_identity
+    from k8sctl_sandbox import crds_and_identity
 
     crds_and_identity.install_crds(client, crds, timeout=60.0)
     role = role_document(source, namespace)
@@ -355,7 +356,7 @@ def start(state, source: Path, manager: Path, namespace: str | None = None,
 
     from k8sctl import kube
     from k8sctl import kubeconfig as kc
-    from k8sctl.sandbox import crds_and_identity, pki, processes
+    from k8sctl_sandbox import crds_and_identity, pki, processes
 
     namespace = namespace or crds_and_identity.OPERATOR_NAMESPACE
     directory = Path(state.directory)
@@ -370,7 +371,7 @@ def start(state, source: Path, manager: Path, namespace: str | None = None,
     if state.k8ssandra:
         # --k8ssandra installed the vendored CRDs (cass-operator's in the form asked for): apply
         # only the others (those its kustomization leaves out, or another --operator-source's).
-        from k8sctl.sandbox import crds_and_identity
+        from k8sctl_sandbox import crds_and_identity
 
         done = {d["metadata"]["name"]: d
                 for d in crds_and_identity.crd_documents(state.cassandradatacenter_crd or "production")}
@@ -423,7 +424,7 @@ def start(state, source: Path, manager: Path, namespace: str | None = None,
 
     progress("starting the k8ssandra-operator manager (supervised)")
     t0 = time.monotonic()
-    sup = processes.start(SUPERVISOR, [sys.executable, "-m", "k8sctl.sandbox.operator_supervisor", str(odir)],
+    sup = processes.start(SUPERVISOR, [sys.executable, "-m", "k8sctl_sandbox.operator_supervisor", str(odir)],
                           directory / "run", directory / "logs")
     wait_ready(directory, timeout=timeout, supervisor=sup)
     info["startupSeconds"] = round(time.monotonic() - t0, 1)
@@ -503,7 +504,7 @@ def health_ok(port: int) -> bool:
 
 def wait_ready(directory: Path, timeout: float = 120.0, supervisor=None, after_runs: int = 0) -> dict:
     """Wait until the manager's current run (number > after_runs) serves; returns the status."""
-    from k8sctl.sandbox.cluster import SandboxState
+    from k8sctl_sandbox.cluster import SandboxState
 
     state = SandboxState.load(directory)
     port = (state.operator or {}).get("healthPort")

@@ -1,6 +1,6 @@
 """Keeps the sandbox's k8ssandra-operator manager running, as its Deployment would.
 
-    python -m k8sctl.sandbox.operator_supervisor DIR/operator
+    python -m k8sctl_sandbox.operator_supervisor DIR/operator
 
 The manager exits (code 0) whenever a ClientConfig is created or deleted or its spec or
 Secret data change: it reads ClientConfigs only at start-up. This process starts it again
@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from k8sctl.sandbox import processes
+from k8sctl_sandbox import processes
 
 HEALTHY_RUN = 10.0   # seconds: a run this long resets the back-off
 MAX_BACKOFF = 30.0
@@ -132,7 +132,7 @@ class Supervisor:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m k8sctl.sandbox.operator_supervisor DIR/operator", file=sys.stderr)
+        print("usage: python -m k8sctl_sandbox.operator_supervisor DIR/operator", file=sys.stderr)
         return 2
     config = json.loads((Path(argv[1]) / "config.json").read_text())
     return Supervisor(config).loop()

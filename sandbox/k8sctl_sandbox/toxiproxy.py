@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from k8sctl.errors import SandboxError
-from k8sctl.sandbox import binaries, processes
+from k8sctl_sandbox import binaries, processes
 
 MODULE = "github.com/Shopify/toxiproxy/v2"
 VERSION = binaries._required_version(binaries.GOMOD_DIR / "toxiproxy", MODULE)

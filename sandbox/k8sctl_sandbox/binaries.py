@@ -3,7 +3,7 @@
 Order: `KUBEBUILDER_ASSETS` (the envtest convention) for whatever it holds, then
 the build cache (`<cache>/controlplane/kubernetes-<version>_etcd-<version>/`, one folder
 per Kubernetes version, side by side), then a build from the Go modules shipped in
-`k8sctl/sandbox/gomod/` (`kubernetes-<minor>/` per supported minor, `etcd/`) through
+`sandbox/k8sctl_sandbox/gomod/` (`kubernetes-<minor>/` per supported minor, `etcd/`) through
 the Go module proxy.
 """
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8sctl import interrupts
 from k8sctl.errors import SandboxError, UsageError
-from k8sctl.sandbox import interrupts
 
 GOMOD_DIR = Path(__file__).parent / "gomod"
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager")

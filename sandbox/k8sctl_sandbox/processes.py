@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from k8sctl import interrupts
 from k8sctl.errors import SandboxError
-from k8sctl.sandbox import interrupts
 
 
 @dataclass(frozen=True)

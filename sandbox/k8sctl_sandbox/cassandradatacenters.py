@@ -9,7 +9,7 @@ from pathlib import Path
 
 from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis.cassandradatacenter import ready_state, ready_status  # the API's home for its status rules
-from k8sctl.sandbox.cluster import admin_clients
+from k8sctl_sandbox.cluster import admin_clients
 
 _ALL_DATACENTERS = f"/apis/{cdc.API_VERSION}/{cdc.RESOURCE.plural}"  # every namespace
 

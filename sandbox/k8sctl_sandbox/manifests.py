@@ -10,7 +10,7 @@ from k8sctl.apis import cassandradatacenter as cdc
 from k8sctl.apis import clientconfig as clientconfig_api
 from k8sctl.apis import k8ssandracluster as k8c
 from k8sctl.errors import UsageError
-from k8sctl.sandbox.cluster import admin_clients
+from k8sctl_sandbox.cluster import admin_clients
 
 # What `sandbox apply` applies by kind (ClientConfig by its apiVersion: two versions are served).
 KINDS = {**kube.BUILTIN, cdc.KIND: cdc.RESOURCE, k8c.KIND: k8c.RESOURCE}
