@@ -35,13 +35,17 @@ CC = api.resource("v1beta1")
 SRC, DEST = 1, 0
 
 
-@pytest.fixture
-def env(sandbox, admins, namespace_factory):
+def make_env(sandbox, admins, namespace_factory, prefix: str) -> Env:
     """An isolated operator namespace: in the source (identity installed) and the control plane."""
-    ns = namespace_factory(SRC, DEST, prefix="lc")
+    ns = namespace_factory(SRC, DEST, prefix=prefix)
     crds_and_identity.install_operator_identity(admins[SRC], ns)
     crds_and_identity.wait_token_filled(admins[SRC], ns, "k8ssandra-operator-token")
     return Env(sandbox, admins, ns)
+
+
+@pytest.fixture
+def env(sandbox, admins, namespace_factory):
+    return make_env(sandbox, admins, namespace_factory, "lc")
 
 
 class Env:

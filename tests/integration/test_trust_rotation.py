@@ -33,19 +33,16 @@ from k8sctl import kubeconfig as kc
 from k8sctl.apis import clientconfig as api
 from k8sctl.cli import app
 from k8sctl.clientconfigs import clientconfig_manifest
-from k8sctl_sandbox import crds_and_identity, pki
+from k8sctl_sandbox import pki
 from tests import leakguard
-from tests.integration.test_lifecycle import CC, DEST, SRC, Env, as_json, status_of, token_of, whoami
+from tests.integration.test_lifecycle import CC, DEST, SRC, Env, as_json, make_env, status_of, token_of, whoami
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
 def env(sandbox, admins, namespace_factory):
-    ns = namespace_factory(SRC, DEST, prefix="tr")
-    crds_and_identity.install_operator_identity(admins[SRC], ns)
-    crds_and_identity.wait_token_filled(admins[SRC], ns, "k8ssandra-operator-token")
-    return Env(sandbox, admins, ns)
+    return make_env(sandbox, admins, namespace_factory, "tr")
 
 
 def b64url(data: bytes) -> str:
@@ -70,7 +67,28 @@ def legacy_claims(namespace: str, account: str, secret: str, **more) -> dict:
             "sub": f"system:serviceaccount:{namespace}:{account}", **more}
 
 
-class Attacker:
+class TLSServer:
+    """An HTTPS server on loopback with `cert`/`key`, serving `handler` in threads from `with` on."""
+
+    def serve(self, handler: type[BaseHTTPRequestHandler], cert: Path, key: Path) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Attacker(TLSServer):
     """An HTTPS server that answers like an API server confirming whoever the token claims to be."""
 
     def __init__(self, directory: Path):
@@ -109,20 +127,7 @@ class Attacker:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(own.serving_cert), str(own.serving_key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Attacker:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler, own.serving_cert, own.serving_key)
 
 
 def _claims_of(authorization: str) -> dict:
@@ -243,7 +248,7 @@ def test_an_expired_token_rotates_with_the_account_named_and_a_confirmed_one_is_
 
 # --- an answer lost after the Secret write -------------------------------------------------
 
-class LosingProxy:
+class LosingProxy(TLSServer):
     """An HTTPS proxy in front of the control plane's API server (a certificate of its CA, the
     admin's client certificate upstream) that forwards every request, and for the server-side
     apply of Secret `lose` forwards it, lets the server apply it, and never answers."""
@@ -289,22 +294,11 @@ class LosingProxy:
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = forward
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(cert), str(key))
-        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
-        self.url = f"https://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> LosingProxy:
-        self.thread.start()
-        return self
+        self.serve(Handler, cert, key)
 
     def __exit__(self, *exc) -> None:
         self.stop.set()
-        self.server.shutdown()
-        self.server.server_close()
+        super().__exit__(*exc)
 
 
 def test_an_answer_lost_after_the_secret_write_keeps_the_new_token_and_says_so(env, tmp_path):
