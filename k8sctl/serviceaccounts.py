@@ -1,7 +1,7 @@
 """Token Secrets and TokenRequests, used by create and rotate; and what the source cluster itself
 says about a token and its own address, so that nothing a stored kubeconfig claims is taken as fact.
 
-`confirm_account`: who a token is for, asked of the source cluster (TokenReview) through the
+`review_token`: who a token is for, asked of the source cluster (TokenReview) through the
 user's trusted client, never read from the token's claims. `published_ca` and `prove_server`: an
 address is the source cluster's API server when its serving certificate checks against the CA
 the cluster publishes (ConfigMap kube-root-ca.crt), read through the trusted client; the proof is
@@ -64,11 +64,6 @@ def review_token(src: kube.KubeClient, token: str) -> TokenReview:
     if account is None:
         return TokenReview(None, f"{src.context} says the stored token is not a service account's")
     return TokenReview(account)
-
-
-def confirm_account(src: kube.KubeClient, token: str) -> ServiceAccountRef | None:
-    """The service account of `token` as the source cluster confirms it (TokenReview), else None."""
-    return review_token(src, token).account
 
 
 def published_ca(src: kube.KubeClient, namespace: str) -> bytes:
